@@ -1,0 +1,111 @@
+"""DiDE's teacher: a ViLT-style fusion encoder, and the signals it hands a student.
+
+One transformer runs over the concatenation [text tokens ; image [CLS] + patches]
+(ViLT, Kim et al. 2021), so every layer lets words attend to patches and patches to
+words: that is "fusion". Each part carries a modality-type embedding (0 text, 1 image,
+2 the second image of a reasoning pair); one joint key mask hides text padding; the
+pooler (Linear + tanh) reads the text [CLS]. Heads are the student's (model.py).
+
+Reasoning (NLVR2) takes two images: the teacher runs once per image (types 1 and 2)
+and classifies the two pooled vectors concatenated, ViLT's "pair" method.
+
+`cross_modal_attention` splits the joint attention of one layer into the two
+cross-modal blocks DiDE distils (METHODS.md section 1): text-to-image and image-to-text.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from model import (NUM_IMAGES, AttentionDetails, Encoder, EncoderOutput, ImageEmbedding, ModelConfig,
+                   ModelOutput, TextEmbedding, check_task, init_weights, make_heads)
+
+TEXT_TYPE, IMAGE_TYPE, SECOND_IMAGE_TYPE = 0, 1, 2   # modality-type ids
+
+
+class FusionEncoder(nn.Module):
+    """Single-stream vision-language transformer (ViLT)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.text_embed = TextEmbedding(cfg)
+        self.image_embed = ImageEmbedding(cfg)
+        self.modality_type = nn.Embedding(3, cfg.n_embd)
+        self.encoder = Encoder(cfg)
+        self.pooler = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.Tanh())
+        self.heads = make_heads(cfg)
+        self.apply(init_weights)
+
+    def fuse(self, text_ids, text_mask, images, image_type=IMAGE_TYPE, **details) -> EncoderOutput:
+        """One joint pass. text_ids, text_mask: (B, Lt); images: (B, 3, H, W). Sequence = Lt + Nv tokens."""
+        text = self.text_embed(text_ids) + self.modality_type.weight[TEXT_TYPE]          # (B, Lt, C)
+        image = self.image_embed(images) + self.modality_type.weight[image_type]        # (B, Nv, C)
+        x = torch.cat([text, image], dim=1)                                              # (B, Lt + Nv, C)
+        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=x.device)     # (B, Nv): no image padding
+        key_mask = torch.cat([text_mask, image_mask], dim=1)                             # (B, Lt + Nv)
+        return self.encoder(x, key_mask, **details)
+
+    def pool(self, fused: EncoderOutput):
+        """ViLT's pooler on the text [CLS] (position 0 of the joint sequence): (B, C)."""
+        return self.pooler(fused.hidden[:, 0])
+
+    def forward(self, batch, task, **details) -> ModelOutput:
+        # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L)
+        check_task(task)
+        images = batch["images"]
+        K = images.shape[1]
+        if K != NUM_IMAGES[task]:
+            raise ValueError(f"task {task!r} takes {NUM_IMAGES[task]} image(s) per example, got {K}")
+        fusion = [self.fuse(batch["text_ids"], batch["text_mask"], images[:, k], IMAGE_TYPE + k, **details)
+                  for k in range(K)]
+        pooled = torch.cat([self.pool(f) for f in fusion], dim=-1)                     # (B, K*C)
+        return ModelOutput(self.heads[task](pooled), fusion=fusion)
+
+
+# -----------------------------------------------------------------------------
+# The signal DiDE distils: cross-modal attention of the joint sequence
+
+@dataclass
+class CrossModalAttention:
+    text_to_image: torch.Tensor   # (B, nh, Lt, Nv): each word's distribution over image tokens
+    image_to_text: torch.Tensor   # (B, nh, Nv, Lt): each image token's distribution over real words
+
+
+def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, text_mask) -> CrossModalAttention:
+    """Soft-max within the two cross-modal blocks, in fp32.
+
+        A_T2I = softmax_j( Q_text K_image^T / sqrt(d) )
+        A_I2T = softmax_j( Q_image K_text^T / sqrt(d) + mask_text )
+
+    The teacher calls it with the text and image halves of its joint queries and keys;
+    the student with its text tower's queries and its image tower's keys (and the reverse),
+    the "virtual" cross attention that never enters its forward pass.
+    Shapes: text_*: (B, nh, Lt, hs); image_*: (B, nh, Nv, hs); text_mask: bool (B, Lt).
+    """
+    scale = 1.0 / math.sqrt(text_queries.shape[-1])
+    text_to_image = (text_queries.float() @ image_keys.float().transpose(-2, -1)) * scale   # (B, nh, Lt, Nv)
+    image_to_text = (image_queries.float() @ text_keys.float().transpose(-2, -1)) * scale   # (B, nh, Nv, Lt)
+    image_to_text = image_to_text.masked_fill(~text_mask[:, None, None, :], float("-inf"))
+    return CrossModalAttention(text_to_image.softmax(-1), image_to_text.softmax(-1))
+
+
+def split_joint(details: AttentionDetails, text_len: int):
+    """Split a joint layer's queries and keys (B, nh, Lt + Nv, hs) into text and image parts."""
+    q, k = details.queries, details.keys
+    return q[:, :, :text_len], k[:, :, :text_len], q[:, :, text_len:], k[:, :, text_len:]
+
+
+def teacher_cross_modal_attention(fused: EncoderOutput, layer: int, text_mask) -> CrossModalAttention:
+    """The teacher's text-to-image and image-to-text distributions at one layer of one joint pass."""
+    text_q, text_k, image_q, image_k = split_joint(fused.attention_at(layer), text_mask.shape[1])
+    return cross_modal_attention(text_q, text_k, image_q, image_k, text_mask)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """A teacher is frozen and in eval mode: no gradients, no dropout, no statistics updates."""
+    module.requires_grad_(False)
+    return module.eval()

@@ -1,0 +1,188 @@
+"""The transformer, the student and the teacher: maths against PyTorch's own operators, masks, shapes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import MODEL_SIZES, Attention, DualEncoder, ModelConfig, count_parameters, model_config
+from teacher import FusionEncoder, cross_modal_attention, freeze, teacher_cross_modal_attention
+
+TASK_CLASSES = {"reasoning": 2, "entailment": 3, "vqa": 7}
+
+
+def tiny_config(**overrides):
+    return model_config("tiny", vocab_size=50, num_answers=7, **overrides)
+
+
+def random_batch(cfg, task, B=3, L=9, generator=None):
+    g = generator or torch.Generator().manual_seed(0)
+    K = 2 if task == "reasoning" else 1
+    lengths = torch.tensor([L, 4, 2][:B])                       # row 0 full, the others padded
+    text_mask = torch.arange(L)[None, :] < lengths[:, None]      # (B, L)
+    text_ids = torch.randint(5, cfg.vocab_size, (B, L), generator=g) * text_mask
+    images = torch.randn(B, K, 3, cfg.image_size, cfg.image_size, generator=g)
+    return {"images": images, "text_ids": text_ids, "text_mask": text_mask}
+
+
+def pad_more(batch, extra):
+    """The same batch with `extra` more [PAD] positions at the end of every text."""
+    B = batch["text_ids"].shape[0]
+    return {**batch,
+            "text_ids": torch.cat([batch["text_ids"], torch.zeros(B, extra, dtype=torch.long)], 1),
+            "text_mask": torch.cat([batch["text_mask"], torch.zeros(B, extra, dtype=torch.bool)], 1)}
+
+
+@pytest.mark.parametrize("want_probs", [False, True])
+def test_attention_equals_scaled_dot_product_attention(want_probs):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_embd=32, n_head=4)
+    attn = Attention(cfg).eval()
+    B, T, C = 2, 7, 32
+    x = torch.randn(B, T, C)
+    key_mask = torch.ones(B, T, dtype=torch.bool)
+    key_mask[1, 4:] = False
+    y, details = attn(x, key_mask, want_qk=True, want_probs=want_probs)
+    # independent reference: PyTorch's own multi-head attention maths, heads done by hand
+    q, k, v = (x @ attn.qkv.weight.T + attn.qkv.bias).split(C, dim=2)
+    heads = lambda t: t.view(B, T, 4, 8).transpose(1, 2)
+    ref = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=key_mask[:, None, None, :])
+    ref = ref.transpose(1, 2).reshape(B, T, C) @ attn.proj.weight.T + attn.proj.bias
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(details.queries, heads(q))
+    if want_probs:
+        probs = details.probs
+        torch.testing.assert_close(probs.sum(-1), torch.ones(B, 4, T))
+        assert (probs[1, :, :, 4:] == 0).all(), "masked keys must get zero attention"
+        manual = (heads(q) @ heads(k).transpose(-2, -1) / math.sqrt(8)).masked_fill(
+            ~key_mask[:, None, None, :], float("-inf")).softmax(-1)
+        torch.testing.assert_close(probs, manual)
+    else:
+        assert details.probs is None
+
+
+@pytest.mark.parametrize("Model", [DualEncoder, FusionEncoder])
+@pytest.mark.parametrize("task", list(TASK_CLASSES))
+def test_heads_output_shapes(Model, task):
+    cfg = tiny_config()
+    model = Model(cfg).eval()
+    out = model(random_batch(cfg, task), task)
+    assert out.logits.shape == (3, TASK_CLASSES[task])
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("Model", [DualEncoder, FusionEncoder])
+@pytest.mark.parametrize("task", ["reasoning", "vqa"])
+def test_padding_never_changes_the_answer(Model, task):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = Model(cfg).eval()
+    batch = random_batch(cfg, task)
+    with torch.no_grad():
+        out = model(batch, task, details_from=(-1,), hidden_states=True)
+        padded = model(pad_more(batch, 6), task, details_from=(-1,), hidden_states=True)
+    torch.testing.assert_close(out.logits, padded.logits, atol=1e-5, rtol=1e-5)
+    L = batch["text_ids"].shape[1]
+    mask = batch["text_mask"][:, :, None]
+    if Model is DualEncoder:
+        real, real_padded = out.text.hidden * mask, padded.text.hidden[:, :L] * mask
+        torch.testing.assert_close(out.image.hidden, padded.image.hidden, atol=1e-5, rtol=1e-5)
+    else:   # joint sequence: text positions, then image positions, which shift by the extra padding
+        real, real_padded = out.fusion[0].hidden[:, :L] * mask, padded.fusion[0].hidden[:, :L] * mask
+        torch.testing.assert_close(out.fusion[0].hidden[:, L:], padded.fusion[0].hidden[:, L + 6:],
+                                   atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(real, real_padded, atol=1e-5, rtol=1e-5)
+
+
+def test_student_towers_do_not_see_the_other_modality():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = DualEncoder(cfg).eval()
+    batch = random_batch(cfg, "vqa")
+    other = {**batch, "images": torch.randn_like(batch["images"])}
+    with torch.no_grad():
+        a, b = model(batch, "vqa"), model(other, "vqa")
+    torch.testing.assert_close(a.text.hidden, b.text.hidden)
+    assert not torch.allclose(a.image.hidden, b.image.hidden)
+
+
+def test_details_only_for_the_layers_asked():
+    cfg = tiny_config(n_layer=3)
+    model = FusionEncoder(cfg).eval()
+    batch = random_batch(cfg, "entailment")
+    out = model(batch, "entailment", details_from=(0, -1), hidden_states=True)
+    fused = out.fusion[0]
+    assert sorted(fused.attention) == [0, 2]
+    assert fused.attention[2].probs is None             # q and k only unless probabilities are asked for
+    assert len(fused.hidden_states) == 4
+    plain = model(batch, "entailment").fusion[0]
+    assert plain.attention == {} and plain.hidden_states is None
+    with pytest.raises(ValueError, match="details_from"):
+        model(batch, "entailment", details_from=(3,))
+
+
+def test_teacher_block_softmax_equals_renormalised_joint_rows():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    teacher = FusionEncoder(cfg).eval()
+    batch = random_batch(cfg, "vqa")
+    with torch.no_grad():
+        fused = teacher(batch, "vqa", details_from=(-1,), attention_probs=True).fusion[0]
+    mask = batch["text_mask"]
+    L = mask.shape[1]
+    cross = teacher_cross_modal_attention(fused, -1, mask)
+    joint = fused.attention_at(-1).probs                      # (B, nh, L + Nv, L + Nv)
+    t2i = joint[:, :, :L, L:]
+    i2t = joint[:, :, L:, :L]
+    torch.testing.assert_close(cross.text_to_image, t2i / t2i.sum(-1, keepdim=True), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cross.image_to_text, i2t / i2t.sum(-1, keepdim=True), atol=1e-5, rtol=1e-4)
+    assert (cross.image_to_text[1, :, :, 4:] == 0).all()   # padded words get no attention
+
+
+def test_cross_modal_attention_shapes_for_the_student():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    student = DualEncoder(cfg).eval()
+    batch = random_batch(cfg, "vqa")
+    out = student(batch, "vqa", details_from=(-1,))
+    t, v = out.text.attention_at(-1), out.image.attention_at(-1)
+    cross = cross_modal_attention(t.queries, t.keys, v.queries, v.keys, batch["text_mask"])
+    Nv = 1 + cfg.num_patches
+    assert cross.text_to_image.shape == (3, cfg.n_head, 9, Nv)
+    assert cross.image_to_text.shape == (3, cfg.n_head, Nv, 9)
+
+
+def test_freeze_makes_the_teacher_inert():
+    teacher = freeze(FusionEncoder(tiny_config()).train())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_bad_inputs_are_named():
+    cfg = tiny_config()
+    model = DualEncoder(cfg)
+    batch = random_batch(cfg, "vqa")
+    with pytest.raises(ValueError, match="unknown task"):
+        model(batch, "captioning")
+    with pytest.raises(ValueError, match="image"):
+        model(batch, "reasoning")                               # one image given, two needed
+    with pytest.raises(ValueError, match="images must be"):
+        model({**batch, "images": batch["images"][..., :16, :16]}, "vqa")
+    with pytest.raises(ValueError, match="max_text_len"):
+        model(pad_more(batch, cfg.max_text_len), "vqa")
+    with pytest.raises(ValueError, match="unknown model size"):
+        model_config("huge")
+    with pytest.raises(ValueError, match="n_head"):
+        model_config("tiny", n_head=3)
+
+
+def test_named_sizes_match_the_papers():
+    assert set(MODEL_SIZES) == {"tiny", "small", "vilt-b32"}
+    cfg = model_config("vilt-b32", vocab_size=30522, num_answers=3129)
+    assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.mlp_ratio * cfg.n_embd) == (12, 768, 12, 3072)
+    assert (cfg.patch_size, cfg.image_size, cfg.max_text_len) == (32, 384, 40)
+    with torch.device("meta"):
+        teacher = FusionEncoder(cfg)
+    # ViLT-B/32 has about 87 M parameters in its transformer and embeddings (heads excluded)
+    body = count_parameters(teacher) - count_parameters(teacher.heads)
+    assert 105e6 < body < 120e6    # 85 M blocks + 23 M word embeddings of a BERT vocabulary + pooler
