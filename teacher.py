@@ -71,8 +71,17 @@ class FusionEncoder(nn.Module):
 
 @dataclass
 class CrossModalAttention:
-    text_to_image: torch.Tensor   # (B, nh, Lt, Nv): each word's distribution over image tokens
-    image_to_text: torch.Tensor   # (B, nh, Nv, Lt): each image token's distribution over real words
+    """Log-probabilities (fp32) of the two cross-modal distributions; -inf at padded words."""
+    log_text_to_image: torch.Tensor   # (B, nh, Lt, Nv): each word's distribution over image tokens
+    log_image_to_text: torch.Tensor   # (B, nh, Nv, Lt): each image token's distribution over real words
+
+    @property
+    def text_to_image(self):
+        return self.log_text_to_image.exp()
+
+    @property
+    def image_to_text(self):
+        return self.log_image_to_text.exp()
 
 
 def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, text_mask) -> CrossModalAttention:
@@ -85,12 +94,13 @@ def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, te
     the student with its text tower's queries and its image tower's keys (and the reverse),
     the "virtual" cross attention that never enters its forward pass.
     Shapes: text_*: (B, nh, Lt, hs); image_*: (B, nh, Nv, hs); text_mask: bool (B, Lt).
+    Log-probabilities come from log_softmax, which stays finite where exp(log) underflows.
     """
     scale = 1.0 / math.sqrt(text_queries.shape[-1])
     text_to_image = (text_queries.float() @ image_keys.float().transpose(-2, -1)) * scale   # (B, nh, Lt, Nv)
     image_to_text = (image_queries.float() @ text_keys.float().transpose(-2, -1)) * scale   # (B, nh, Nv, Lt)
     image_to_text = image_to_text.masked_fill(~text_mask[:, None, None, :], float("-inf"))
-    return CrossModalAttention(text_to_image.softmax(-1), image_to_text.softmax(-1))
+    return CrossModalAttention(text_to_image.log_softmax(-1), image_to_text.log_softmax(-1))
 
 
 def split_joint(details: AttentionDetails, text_len: int):

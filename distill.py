@@ -1,0 +1,66 @@
+"""Every distillation loss, in plain PyTorch.
+
+DiDE (Wang et al. 2022; METHODS.md section 1): the dual-encoder student learns from the
+fusion teacher's predictions (soft labels) and from its cross-modal attention (CAD):
+
+    L = w_soft * L_soft + w_attention * L_CAD + w_gt * L_gt      (released recipe: 1, 1, 0)
+
+All soft-max, log and KL maths run in fp32, also under bf16 autocast.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from teacher import CrossModalAttention
+
+
+@dataclass
+class DistillWeights:
+    soft_label: float = 1.0     # weight of the soft-label loss
+    attention: float = 1.0      # weight of the cross-modal attention loss
+    ground_truth: float = 0.0   # weight of the ground-truth loss (0 in DiDE's released recipe)
+    temperature: float = 1.0    # soft-label temperature T (the paper: 1)
+
+
+def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
+    """KL(teacher || student) of attention rows, summed over valid keys, averaged over valid rows.
+
+        KL(p || q) = sum_j p_j (log p_j - log q_j)
+
+    teacher_log, student_log: (B, nh, Q, K) log-probabilities, -inf at padded keys.
+    key_mask: bool (B, K); query_mask: bool (B, Q). Padded keys are excluded with
+    torch.where rather than multiplied by zero: 0 * (-inf - -inf) would be NaN.
+    """
+    valid_keys = key_mask[:, None, None, :]                                      # (B, 1, 1, K)
+    pointwise = teacher_log.exp() * (teacher_log - student_log)                  # (B, nh, Q, K)
+    kl_rows = torch.where(valid_keys, pointwise, torch.zeros_like(pointwise)).sum(-1)   # (B, nh, Q)
+    rows = query_mask[:, None, :].expand_as(kl_rows)                             # (B, nh, Q)
+    return kl_rows[rows].mean()                                                  # mean over batch, heads, real queries
+
+
+def cross_modal_attention_loss(teacher: CrossModalAttention, student: CrossModalAttention, text_mask):
+    """L_CAD = KL_T2I + KL_I2T: text-to-image rows of real words, image-to-text rows of every image token."""
+    B, _, Nv, _ = teacher.log_image_to_text.shape
+    image_mask = torch.ones(B, Nv, dtype=torch.bool, device=text_mask.device)    # (B, Nv): no image padding
+    text_to_image = kl_over_keys(teacher.log_text_to_image, student.log_text_to_image, image_mask, text_mask)
+    image_to_text = kl_over_keys(teacher.log_image_to_text, student.log_image_to_text, text_mask, image_mask)
+    return text_to_image + image_to_text
+
+
+def soft_label_loss(task, student_logits, teacher_logits, temperature=1.0):
+    """Prediction distillation.
+
+    Classification: T^2 * KL( softmax(z_T / T) || softmax(z_S / T) ), averaged over the batch.
+    VQA (multi-label): binary cross entropy of the student's logits against the teacher's
+    sigmoids, summed over answers and averaged over the batch, like the ground-truth VQA loss.
+    """
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
+    if task == "vqa":
+        target = torch.sigmoid(teacher_logits)
+        return F.binary_cross_entropy_with_logits(student_logits, target) * student_logits.shape[1]
+    T = temperature
+    teacher_log = F.log_softmax(teacher_logits / T, dim=-1)
+    student_log = F.log_softmax(student_logits / T, dim=-1)
+    return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean") * T * T

@@ -1,0 +1,103 @@
+"""Distillation losses against hand-written references, with padding, and their sanity."""
+
+import math
+
+import pytest
+import torch
+
+from distill import cross_modal_attention_loss, kl_over_keys, soft_label_loss
+from teacher import cross_modal_attention
+
+
+def random_cross(B=3, nh=2, Lt=6, Nv=5, hs=4, seed=0, text_mask=None):
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.randn(B, nh, n, hs, generator=g) * 2 for n in (Lt, Lt, Nv, Nv)]
+    if text_mask is None:
+        text_mask = torch.arange(Lt)[None, :] < torch.tensor([Lt, 3, 1][:B])[:, None]
+    return parts, text_mask
+
+
+def reference_cad(t_parts, s_parts, text_mask):
+    """The same loss as plain Python loops over examples, heads and rows."""
+    def softmax(scores):
+        e = [math.exp(x - max(scores)) for x in scores]
+        return [x / sum(e) for x in e]
+
+    def dist(q, k, keys):
+        return softmax([float(q @ k[j]) / math.sqrt(q.shape[0]) for j in keys])
+
+    (tq, tk, iq, ik), (sq, sk, sq_i, sk_i) = t_parts, s_parts
+    B, nh, Lt, _ = tq.shape
+    Nv = iq.shape[2]
+    t2i, i2t = [], []
+    for b in range(B):
+        words = [j for j in range(Lt) if text_mask[b, j]]
+        for h in range(nh):
+            for i in words:   # text-to-image: rows of real words, all image keys
+                p, q = dist(tq[b, h, i], ik[b, h], range(Nv)), dist(sq[b, h, i], sk_i[b, h], range(Nv))
+                t2i.append(sum(pj * (math.log(pj) - math.log(qj)) for pj, qj in zip(p, q)))
+            for i in range(Nv):   # image-to-text: every image row, real word keys
+                p, q = dist(iq[b, h, i], tk[b, h], words), dist(sq_i[b, h, i], sk[b, h], words)
+                i2t.append(sum(pj * (math.log(pj) - math.log(qj)) for pj, qj in zip(p, q)))
+    return sum(t2i) / len(t2i) + sum(i2t) / len(i2t)
+
+
+def test_cad_equals_hand_written_reference_with_padding():
+    (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
+    loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask), cross_modal_attention(*s_parts, mask), mask)
+    assert loss.item() == pytest.approx(reference_cad(t_parts, s_parts, mask), rel=1e-4)
+
+
+def test_cad_is_zero_for_identical_attention_and_positive_otherwise():
+    (parts, mask), (other, _) = random_cross(seed=0), random_cross(seed=1)
+    same = cross_modal_attention(*parts, mask)
+    assert cross_modal_attention_loss(same, same, mask).abs().item() < 1e-6
+    assert cross_modal_attention_loss(same, cross_modal_attention(*other, mask), mask).item() > 1e-3
+
+
+def test_padded_keys_and_rows_never_matter_and_never_give_nan():
+    parts, mask = random_cross(seed=0, text_mask=torch.tensor([[True, False, False, False, False, False]] * 3))
+    other, _ = random_cross(seed=1)
+    teacher, student = cross_modal_attention(*parts, mask), cross_modal_attention(*other, mask)
+    loss = cross_modal_attention_loss(teacher, student, mask)
+    assert torch.isfinite(loss)
+    # change the student's queries and keys at padded word positions: the loss must not move
+    changed = [t.clone() for t in other]
+    changed[0][:, :, 1:] += 100.0
+    changed[1][:, :, 1:] -= 100.0
+    moved = cross_modal_attention_loss(teacher, cross_modal_attention(*changed, mask), mask)
+    torch.testing.assert_close(loss, moved)
+
+
+def test_gradients_reach_the_student_only():
+    (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
+    s_parts = [p.requires_grad_() for p in s_parts]
+    loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask), cross_modal_attention(*s_parts, mask), mask)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in s_parts)
+    assert all(p.grad is None for p in t_parts)
+
+
+def test_kl_over_keys_handles_fully_masked_extremes():
+    log_p = torch.full((1, 1, 2, 3), float("-inf"))
+    log_p[..., 0] = 0.0   # all mass on key 0, the others padded
+    keys = torch.tensor([[True, False, False]])
+    assert kl_over_keys(log_p, log_p, keys, torch.tensor([[True, True]])).item() == 0.0
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_soft_labels_classification_equals_hand_written_kl(T):
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    p, q = torch.softmax(teacher / T, -1), torch.softmax(student / T, -1)
+    by_hand = (p * (p.log() - q.log())).sum(-1).mean() * T * T
+    torch.testing.assert_close(soft_label_loss("entailment", student, teacher, T), by_hand)
+    assert soft_label_loss("entailment", teacher, teacher, T).abs().item() < 1e-6
+
+
+def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    p, q = torch.sigmoid(teacher), torch.sigmoid(student)
+    by_hand = -(p * q.log() + (1 - p) * (1 - q).log()).sum(-1).mean()
+    torch.testing.assert_close(soft_label_loss("vqa", student, teacher), by_hand)

@@ -1,0 +1,128 @@
+"""The training program: it learns, its flags are checked, and it runs end to end at the tiny size."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from model import DualEncoder, model_config
+from teacher import FusionEncoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fixed_batch(cfg, task, B=16):
+    g = torch.Generator().manual_seed(1)
+    K = 2 if task == "reasoning" else 1
+    lengths = torch.randint(3, 10, (B,), generator=g)
+    text_mask = torch.arange(10)[None, :] < lengths[:, None]
+    batch = {"images": torch.randn(B, K, 3, cfg.image_size, cfg.image_size, generator=g),
+             "text_ids": torch.randint(5, cfg.vocab_size, (B, 10), generator=g) * text_mask,
+             "text_mask": text_mask,
+             "labels": torch.randint(0, 2 if task == "reasoning" else 3, (B,), generator=g)}
+    if task == "vqa":
+        batch["vqa_scores"] = (torch.rand(B, cfg.num_answers, generator=g) > 0.8).float()
+    return batch
+
+
+@pytest.mark.parametrize("Model", [FusionEncoder, DualEncoder])
+@pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(Model, task):
+    torch.manual_seed(0)
+    cfg = model_config("tiny", vocab_size=40, num_answers=6)
+    model = Model(cfg)
+    tcfg = train.TrainConfig(size="tiny", steps=30, lr=3e-3, warmup=0.0)
+    device = torch.device("cpu")
+    optimizer, batch = train.make_optimizer(model, tcfg, device), fixed_batch(cfg, task)
+    schedule = train.make_schedule(optimizer, tcfg)
+    with torch.no_grad():
+        before = train.ground_truth_loss(task, model(batch, task).logits, batch).item()
+    for _ in range(30):
+        train.train_step(model, batch, task, optimizer, schedule, tcfg, device)
+    with torch.no_grad():
+        after = train.ground_truth_loss(task, model(batch, task).logits, batch).item()
+    assert after < 0.5 * before, (before, after)
+
+
+def test_vqa_loss_is_bce_summed_over_answers():
+    logits = torch.randn(4, 5)
+    scores = torch.tensor([[1.0, 0, 0, 0.3, 0]] * 4)
+    by_hand = -(scores * torch.log(torch.sigmoid(logits)) + (1 - scores) * torch.log(1 - torch.sigmoid(logits)))
+    loss = train.ground_truth_loss("vqa", logits, {"vqa_scores": scores})
+    torch.testing.assert_close(loss, by_hand.sum(1).mean())
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    model = torch.nn.Linear(2, 2)
+    cfg = train.TrainConfig(steps=100, warmup=0.1, lr=1.0)
+    optimizer = train.make_optimizer(model, cfg, torch.device("cpu"))
+    schedule = train.make_schedule(optimizer, cfg)
+    lrs = []
+    for _ in range(100):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert max(lrs) == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0111, abs=1e-3)
+
+
+def test_help_lists_every_field():
+    text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    for cls in (train.TrainConfig, train.DataConfig):
+        for f in train.dataclasses.fields(cls):
+            flag = f.name.replace("_", "-")
+            assert f"--{flag}" in text or f"--data-{flag}" in text, f"--{flag} missing from --help"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "huge"], "--size"),
+    (["--batch-size", "-4"], "--batch-size"),
+    (["--batch-size", "four"], "--batch-size"),
+    (["--tasks", "captioning"], "--tasks"),
+    (["--compile", "maybe"], "--compile"),
+    (["--no-such-flag", "1"], "unrecognized"),
+])
+def test_bad_flags_get_one_clear_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_flags_override_the_size_preset():
+    cfg, data_cfg = train.parse_args(["--size", "tiny", "--steps", "7", "--compile", "false"])
+    assert cfg.steps == 7 and cfg.batch_size == train.TRAIN_PRESETS["tiny"]["batch_size"] and cfg.compile is False
+    assert data_cfg.image_size == 32
+
+
+def test_unwritable_out_dir_is_one_clear_line(tmp_path):
+    target = tmp_path / "read-only"
+    target.mkdir()
+    target.chmod(0o500)
+    if os.access(target, os.W_OK):   # running as root: permissions do not bind
+        target.chmod(0o700)
+        target = tmp_path / "a-file"
+        target.write_text("")
+    with pytest.raises(SystemExit, match="--out-dir"):
+        train.main(["--size", "tiny", "--out-dir", str(target / "run")])
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    """`python train.py --size tiny`, shortened: every file of a run is written and the table is complete."""
+    out = tmp_path / "run"
+    results = train.main(["--size", "tiny", "--steps", "20", "--eval-every", "10", "--out-dir", str(out),
+                          "--cache-dir", str(tmp_path / "cache"), "--progress", "false"])
+    assert len(results) == 6                                     # 3 tasks x (teacher, dual)
+    for name in ("config.json", "tokenizer.json", "metrics.jsonl", "results.md", "results.json"):
+        assert (out / name).exists(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "val", "test"}
+    assert all(0 <= r["accuracy"] <= 100 for r in results)
+    table = (out / "results.md").read_text()
+    assert "| teacher |" in table and "| dual |" in table
+    checkpoint = torch.load(out / "checkpoints" / "vqa-dual-seed0-best.pt", weights_only=True)
+    assert checkpoint["model_config"]["n_embd"] == 32 and "tokenizer" in checkpoint
