@@ -13,7 +13,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from teacher import CrossModalAttention
+from teacher import CrossModalAttention, cross_modal_attention, teacher_cross_modal_attention
+
+
+def ground_truth_loss(task, logits, batch):
+    """The baseline's loss. Cross entropy for reasoning and entailment; for VQA, ViLT's binary
+    cross entropy against soft scores, summed over answers and averaged over the batch."""
+    logits = logits.float()
+    if task == "vqa":
+        scores = batch["vqa_scores"]
+        return F.binary_cross_entropy_with_logits(logits, scores) * scores.shape[1]
+    return F.cross_entropy(logits, batch["labels"])
 
 
 @dataclass
@@ -64,3 +74,46 @@ def soft_label_loss(task, student_logits, teacher_logits, temperature=1.0):
     teacher_log = F.log_softmax(teacher_logits / T, dim=-1)
     student_log = F.log_softmax(student_logits / T, dim=-1)
     return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean") * T * T
+
+
+def student_cross_modal_attention(student_out, layer, image, text_mask) -> CrossModalAttention:
+    """The student's "virtual" cross attention: text-tower queries against image-tower keys, and the reverse.
+
+    student_out.image holds the K images of each example flattened to (B*K, ...); `image` picks one.
+    """
+    text = student_out.text.attention_at(layer)
+    vision = student_out.image.attention_at(layer)
+    B = text.queries.shape[0]
+    image_queries = vision.queries.unflatten(0, (B, -1))[:, image]    # (B, nh, Nv, hs)
+    image_keys = vision.keys.unflatten(0, (B, -1))[:, image]          # (B, nh, Nv, hs)
+    return cross_modal_attention(text.queries, text.keys, image_queries, image_keys, text_mask)
+
+
+def dide_loss(student, teacher, batch, task, weights: DistillWeights, attention_layers=(-1,)):
+    """One DiDE objective on one batch: the teacher (frozen) and the student run on the same inputs.
+
+    Returns (total, terms, student_output); terms maps each loss name to its unweighted value.
+    L_CAD is averaged over the distilled layers and summed over the images of an example.
+    """
+    wants_attention = weights.attention > 0
+    details = {"details_from": tuple(attention_layers)} if wants_attention else {}
+    with torch.no_grad():
+        teacher_out = teacher(batch, task, **details)
+    student_out = student(batch, task, **details)
+    terms = {}
+    if weights.ground_truth > 0:
+        terms["ground_truth"] = ground_truth_loss(task, student_out.logits, batch)
+    if weights.soft_label > 0:
+        terms["soft_label"] = soft_label_loss(task, student_out.logits, teacher_out.logits, weights.temperature)
+    if wants_attention:
+        text_mask = batch["text_mask"]
+        per_layer = []
+        for layer in attention_layers:
+            per_image = [cross_modal_attention_loss(teacher_cross_modal_attention(fused, layer, text_mask),
+                                                    student_cross_modal_attention(student_out, layer, k, text_mask),
+                                                    text_mask)
+                         for k, fused in enumerate(teacher_out.fusion)]
+            per_layer.append(sum(per_image))
+        terms["attention"] = sum(per_layer) / len(per_layer)
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return total, terms, student_out

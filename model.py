@@ -300,7 +300,7 @@ class TaskHead(nn.Module):
         return self.net(x)
 
 
-NUM_IMAGES = {"reasoning": 2, "entailment": 1, "vqa": 1}   # images per example
+NUM_IMAGES = {"reasoning": 2, "entailment": 1, "vqa": 1, "itm": 1}   # images per example; itm: pre-training
 
 
 def make_heads(cfg: ModelConfig) -> nn.ModuleDict:
@@ -310,6 +310,7 @@ def make_heads(cfg: ModelConfig) -> nn.ModuleDict:
         "reasoning": TaskHead(2 * h, h, 2),            # NLVR2: true / false
         "entailment": TaskHead(h, h, 3),               # SNLI-VE: entailment / neutral / contradiction
         "vqa": TaskHead(h, h, cfg.num_answers),        # VQA: one logit per answer
+        "itm": TaskHead(h, h, 2),                      # pre-training, image-text matching: matched / not
     })
 
 

@@ -1,14 +1,25 @@
-"""Train the fusion teacher and the dual-encoder student on the built-in benchmark.
+"""Train the fusion teacher, the dual-encoder baseline and DiDE's distilled students.
 
-    python train.py                      # the default experiment: both models, three tasks, a results table
-    python train.py --size tiny          # the same end to end on a CPU in a couple of minutes
-    python train.py --help               # every knob
+    python train.py                       # the whole experiment: every row of the table, three tasks
+    python train.py --size tiny           # the same end to end on a CPU in a couple of minutes
+    python train.py --rows teacher,dual --pretrain-steps 0   # the foundation: ground truth only
+    python train.py --help                # every knob
 
-For each task and seed it trains the teacher (teacher.py) and the dual-encoder baseline
-(model.py) with ground truth, validates during training, keeps the best checkpoint by
-validation accuracy, tests it, and writes everything under --out-dir:
-config.json, tokenizer.json, metrics.jsonl (one JSON record per line),
-checkpoints/{task}-{model}-seed{seed}-{last,best}.pt, and results.md.
+Per seed: (1) the teacher is pre-trained on image-caption pairs with image-text matching
+(ITM); (2) for the row `pretrain+soft+attention`, a student is pre-trained by distillation
+from it (ITM soft labels + cross-modal attention). Per task: the teacher is fine-tuned with
+ground truth, frozen, and each student row is trained on the same data:
+
+    dual                     ground truth only (the baseline)
+    soft                     soft labels only
+    attention                ground truth + cross-modal attention
+    soft+attention           soft labels + attention (DiDE's released recipe), fine-tuning only
+    pretrain+dual            ITM pre-training with ground truth, then ground truth (pre-training alone)
+    pretrain+soft+attention  distillation in pre-training and in fine-tuning (DiDE)
+
+Everything goes under --out-dir: config.json, tokenizer.json, metrics.jsonl (one JSON record
+per line), checkpoints/, runs/ (one JSON per finished run: a re-run skips finished runs),
+results.md and attention/*.png.
 """
 
 import argparse
@@ -25,11 +36,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
+from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, build_benchmark, make_batch, vqa_accuracy
+from distill import DistillWeights, dide_loss, ground_truth_loss
 from model import DualEncoder, model_config
-from teacher import FusionEncoder
+from teacher import FusionEncoder, freeze
+from pretrain import ITMBatches, itm_validation_batches
 
-MODELS = {"teacher": FusionEncoder, "dual": DualEncoder}
+STUDENT_ROWS = ("dual", "soft", "attention", "soft+attention", "pretrain+dual", "pretrain+soft+attention")
+ROWS = ("teacher",) + STUDENT_ROWS
 
 
 # -----------------------------------------------------------------------------
@@ -38,63 +54,37 @@ MODELS = {"teacher": FusionEncoder, "dual": DualEncoder}
 @dataclass
 class TrainConfig:
     size: str = "small"                  # model size (tiny, small, vilt-b32); also picks the data and schedule presets
-    tasks: str = "reasoning,entailment,vqa"  # comma-separated tasks to run
-    models: str = "teacher,dual"         # comma-separated models to train: teacher (fusion), dual (student baseline)
-    seeds: str = "0"                     # comma-separated training seeds; the table reports mean ± std over them
-    steps: int = 6000                    # optimisation steps per (task, model, seed)
+    tasks: str = "reasoning,entailment,vqa"  # comma-separated tasks
+    rows: str = ",".join(ROWS)           # comma-separated rows of the table to train (see the module docstring)
+    seeds: str = "0"                     # comma-separated training seeds; the table shows mean ± std over them
+    steps: int = 6000                    # fine-tuning steps per (task, row, seed)
+    pretrain_steps: int = 3000           # ITM pre-training steps per seed (0: no pre-training stage)
     batch_size: int = 256                # examples per step
     lr: float = 5e-4                     # peak learning rate of AdamW
     warmup: float = 0.05                 # fraction of steps of linear warm-up, then linear decay to 0
     weight_decay: float = 0.01           # AdamW weight decay (none on biases, LayerNorms, embeddings)
     grad_clip: float = 1.0               # clip the global gradient norm (0 = off)
+    soft_weight: float = 1.0             # weight of the soft-label loss in distilled rows
+    attention_weight: float = 1.0        # weight of the cross-modal attention loss in distilled rows
+    gt_weight: float = 0.0               # weight of ground truth in the soft+attention rows (DiDE: 0)
+    temperature: float = 1.0             # soft-label temperature (DiDE: 1)
+    attention_layers: str = "last"       # layers whose cross-modal attention is distilled: last (DiDE), all, or e.g. 2,3
     eval_every: int = 500                # validate every this many steps (and at the end)
     eval_batch_size: int = 512           # examples per validation / test forward
     log_every: int = 50                  # write a metrics record every this many steps
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     dtype: str = "auto"                  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
-    compile: bool = False                # torch.compile the model
+    compile: bool = False                # torch.compile the trained model
     out_dir: str = "runs/default"        # everything a run writes goes here
     progress: bool = True                # tqdm progress bars
 
 
-# Presets applied by --size before explicit flags: `tiny` must run end to end on a CPU in minutes.
+# Presets applied by --size before explicit flags: `tiny` runs end to end on a CPU in minutes.
 TRAIN_PRESETS = {
-    "tiny": dict(steps=150, batch_size=64, eval_every=75, log_every=25, eval_batch_size=256),
+    "tiny": dict(steps=100, pretrain_steps=60, batch_size=64, eval_every=50, log_every=25, eval_batch_size=256),
     "small": dict(),
     "vilt-b32": dict(batch_size=128, lr=1e-4),
 }
-
-
-def parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def add_flags(parser, cls, names_taken=()):
-    """One flag per dataclass field, typed, with its comment as help. Taken names get a `data-` prefix."""
-    comments = field_comments(cls)
-    for f in dataclasses.fields(cls):
-        name = f.name.replace("_", "-")
-        flag = f"--data-{name}" if f.name in names_taken else f"--{name}"
-        kind = parse_bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}.get(
-            f.type if isinstance(f.type, str) else f.type.__name__, str)
-        parser.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=kind, default=argparse.SUPPRESS,
-                            metavar=f.type if isinstance(f.type, str) else f.type.__name__,
-                            help=f"{comments.get(f.name, '')} (default: {f.default})")
-
-
-def field_comments(cls) -> dict:
-    """The one-line comment after each field in the class source: the flag's help."""
-    import inspect
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        if ":" in line and "#" in line and "=" in line:
-            name = line.split(":")[0].strip()
-            comments[name] = line.split("#", 1)[1].strip()
-    return comments
 
 
 def parse_args(argv=None):
@@ -102,10 +92,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flags(parser, TrainConfig)
-    add_flags(parser, DataConfig, names_taken={f.name for f in dataclasses.fields(TrainConfig)})
-    given = vars(parser.parse_args(argv))
-    train_given = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("TrainConfig.")}
-    data_given = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("DataConfig.")}
+    add_flags(parser, DataConfig)
+    args = parser.parse_args(argv)
+    train_given, data_given = given_values(args, TrainConfig), given_values(args, DataConfig)
     size = train_given.get("size", TrainConfig.size)
     if size not in TRAIN_PRESETS:
         parser.error(f"--size: unknown size {size!r}; choose one of {', '.join(TRAIN_PRESETS)}")
@@ -120,23 +109,37 @@ def parse_args(argv=None):
 
 
 def check_train_config(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the flag at fault."""
     for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr must be positive, got {cfg.lr}")
+    for name in ("pretrain_steps", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.temperature <= 0:
+        raise ValueError(f"--lr and --temperature must be positive, got {cfg.lr} and {cfg.temperature}")
     if not 0 <= cfg.warmup < 1:
         raise ValueError(f"--warmup must be a fraction in [0, 1), got {cfg.warmup}")
     for task in split_list(cfg.tasks):
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)}")
-    for name in split_list(cfg.models):
-        if name not in MODELS:
-            raise ValueError(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    rows = split_list(cfg.rows)
+    for row in rows:
+        if row not in ROWS:
+            raise ValueError(f"--rows: unknown row {row!r}; choose from {', '.join(ROWS)}")
+    if any(r.startswith("pretrain") for r in rows) and cfg.pretrain_steps == 0:
+        raise ValueError("--rows has a pretrain+ row but --pretrain-steps is 0")
     try:
-        [int(s) for s in split_list(cfg.seeds)]
+        seeds = [int(s) for s in split_list(cfg.seeds)]
+        layers = [] if cfg.attention_layers in ("last", "all") else [int(s) for s in split_list(cfg.attention_layers)]
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {cfg.seeds!r}") from None
+        raise ValueError(f"--seeds and --attention-layers take comma-separated integers "
+                         f"(or last / all), got {cfg.seeds!r} and {cfg.attention_layers!r}") from None
+    if not seeds or not rows:
+        raise ValueError("--seeds and --rows must each name at least one")
+    n_layer = model_config(cfg.size).n_layer
+    if any(not -n_layer <= layer < n_layer for layer in layers):
+        raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
     if cfg.dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
 
@@ -145,18 +148,28 @@ def split_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def attention_layers(cfg: TrainConfig, n_layer: int) -> tuple[int, ...]:
+    if cfg.attention_layers == "last":
+        return (-1,)
+    if cfg.attention_layers == "all":
+        return tuple(range(n_layer))
+    return tuple(int(s) for s in split_list(cfg.attention_layers))
+
+
+def row_weights(row: str, cfg: TrainConfig) -> DistillWeights | None:
+    """The loss of each student row; None means ground truth only (no teacher needed)."""
+    if row in ("dual", "pretrain+dual"):
+        return None
+    if row == "soft":
+        return DistillWeights(soft_label=cfg.soft_weight, attention=0.0, ground_truth=0.0, temperature=cfg.temperature)
+    if row == "attention":
+        return DistillWeights(soft_label=0.0, attention=cfg.attention_weight, ground_truth=1.0)
+    return DistillWeights(soft_label=cfg.soft_weight, attention=cfg.attention_weight, ground_truth=cfg.gt_weight,
+                          temperature=cfg.temperature)
+
+
 # -----------------------------------------------------------------------------
-# Loss, optimiser, schedule
-
-def ground_truth_loss(task, logits, batch):
-    """Cross entropy for reasoning and entailment; for VQA, ViLT's binary cross entropy against
-    soft scores, summed over answers and averaged over the batch (mean over B*A, times A)."""
-    logits = logits.float()
-    if task == "vqa":
-        scores = batch["vqa_scores"]
-        return F.binary_cross_entropy_with_logits(logits, scores) * scores.shape[1]
-    return F.cross_entropy(logits, batch["labels"])
-
+# Optimiser, schedule, device
 
 def make_optimizer(model, cfg: TrainConfig, device):
     """AdamW (betas 0.9/0.98 as DiDE), decay on matrices only: biases, LayerNorms and embeddings are exempt."""
@@ -164,24 +177,25 @@ def make_optimizer(model, cfg: TrainConfig, device):
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        exempt = p.dim() < 2 or "position" in name or "token" in name or "cls" in name or "modality_type" in name
+        exempt = p.dim() < 2 or any(key in name for key in ("position", "token", "cls", "modality_type"))
         (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8, fused=device.type == "cuda")
 
 
-def make_schedule(optimizer, cfg: TrainConfig):
+def make_schedule(optimizer, cfg: TrainConfig, steps=None):
     """Linear warm-up to the peak learning rate, then linear decay to zero."""
-    warmup_steps = max(1, int(cfg.warmup * cfg.steps))
+    steps = steps or cfg.steps
+    warmup_steps = max(1, int(cfg.warmup * steps))
 
     def factor(step):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warmup_steps))
+        return max(0.0, (steps - step) / max(1, steps - warmup_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def resolve_device(cfg: TrainConfig):
+def resolve_device(cfg):
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(cfg.device)
@@ -190,7 +204,7 @@ def resolve_device(cfg: TrainConfig):
     return device
 
 
-def autocast_for(cfg: TrainConfig, device):
+def autocast_for(cfg, device):
     """bf16 autocast on CUDA (matmuls in bf16, soft-max and LayerNorm in fp32), plain fp32 on CPU."""
     use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -204,6 +218,24 @@ def fit_images(batch, image_size):
     B, K = images.shape[:2]
     resized = F.interpolate(images.flatten(0, 1), size=(image_size, image_size), mode="nearest")
     return {**batch, "images": resized.view(B, K, 3, image_size, image_size)}
+
+
+class EpochSampler:
+    """Batches of indices: a fresh random order every epoch, drawn on the data's device."""
+
+    def __init__(self, n, batch_size, seed, device):
+        if batch_size > n:
+            raise ValueError(f"--batch-size {batch_size} is larger than the training set ({n} examples)")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.order, self.position = torch.randperm(n, generator=self.generator, device=device), 0
+
+    def next(self):
+        if self.position + self.batch_size > self.n:
+            self.order, self.position = torch.randperm(self.n, generator=self.generator, device=self.order.device), 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return index
 
 
 # -----------------------------------------------------------------------------
@@ -225,135 +257,156 @@ def evaluate(model, split, task, cfg: TrainConfig, device):
             correct[index] = (logits.argmax(-1) == batch["labels"]).float()
     model.train()
     family = split.family.to(device)
-    per_family = {}
-    for i, name in enumerate(split.family_names):
-        members = family == i
-        if members.any():
-            per_family[name] = 100 * correct[members].mean().item()
+    per_family = {name: 100 * correct[family == i].mean().item()
+                  for i, name in enumerate(split.family_names) if (family == i).any()}
     return {"accuracy": 100 * correct.mean().item(), "per_family": per_family}
 
 
-# -----------------------------------------------------------------------------
-# Checkpoints: written atomically, so a crash mid-write never destroys the previous one
-
-def save_checkpoint(path, **state):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, path)   # atomic on POSIX: the old file or the new one, never half of each
-
-
-def load_checkpoint(path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:   # truncated, corrupt, or holding pickled code
-        raise SystemExit(f"error: cannot load checkpoint {path}: {error}") from None
-
-
-class MetricsLog:
-    """Line-per-record JSON log, readable by any plotting tool."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def write(self, **record):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+@torch.no_grad()
+def evaluate_itm(model, batches, cfg, device):
+    """Image-text matching accuracy on fixed validation batches."""
+    model.eval()
+    correct, total = 0.0, 0
+    for batch in batches:
+        with autocast_for(cfg, device):
+            logits = model(fit_images(batch, model.config.image_size), "itm").logits
+        correct += (logits.argmax(-1) == batch["labels"]).sum().item()
+        total += len(batch["labels"])
+    model.train()
+    return {"accuracy": 100 * correct / total, "per_family": {}}
 
 
 # -----------------------------------------------------------------------------
-# Training
+# The training loop, shared by every stage and row
 
-def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device):
-    """One optimisation step on one batch. Returns the loss and gradient norm as tensors (no sync)."""
+def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device, teacher=None, weights=None,
+               layers=(-1,)):
+    """One optimisation step. Ground truth when `weights` is None, else the DiDE objective.
+    Returns the loss terms as tensors and the gradient norm (no host-device sync)."""
     with autocast_for(cfg, device):
-        logits = model(batch, task).logits
-    loss = ground_truth_loss(task, logits, batch)
+        if weights is None:
+            loss = ground_truth_loss(task, model(batch, task).logits, batch)
+            terms = {"ground_truth": loss}
+        else:
+            loss, terms, _ = dide_loss(model, teacher, batch, task, weights, layers)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
     optimizer.step()
     schedule.step()
-    return loss.detach(), grad_norm
+    return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, grad_norm
 
 
-def train_one(model_name, task, seed, bench, cfg: TrainConfig, device, log, out_dir):
-    """Train one model on one task with ground truth; return its test metrics (best validation checkpoint)."""
-    torch.manual_seed(seed)
-    model_cfg = model_config(cfg.size, vocab_size=len(bench.tokenizer), num_answers=bench.num_classes("vqa"),
-                             max_text_len=max(model_config(cfg.size).max_text_len, bench.config.max_text_len))
-    model = MODELS[model_name](model_cfg).to(device)
-    step_fn = torch.compile(model) if cfg.compile else model   # checkpoints always hold the plain module
+def fit(name, model, task, next_batch, validate, steps, cfg: TrainConfig, device, log, bench, teacher=None,
+        weights=None):
+    """Train `model` for `steps` steps; validate every eval_every steps; keep the best checkpoint.
+    Returns the path of the best checkpoint and its validation accuracy."""
+    stepper = torch.compile(model) if cfg.compile else model    # checkpoints always hold the plain module
     optimizer = make_optimizer(model, cfg, device)
-    schedule = make_schedule(optimizer, cfg)
-    train, val, test = (bench.splits[task][s] for s in ("train", "val", "test"))
-    name = f"{task}-{model_name}-seed{seed}"
-    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    schedule = make_schedule(optimizer, cfg, steps)
+    layers = attention_layers(cfg, model.config.n_layer)
+    ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
     best_path, last_path = (os.path.join(ckpt_dir, f"{name}-{kind}.pt") for kind in ("best", "last"))
-    common = dict(model_config=dataclasses.asdict(model_cfg), train_config=dataclasses.asdict(cfg),
-                  data_config=dataclasses.asdict(bench.config), tokenizer=bench.tokenizer.to_dict(),
-                  task=task, model_name=model_name, seed=seed)
-
-    order = torch.Generator(device=device).manual_seed(seed)   # data order, on the data's device
-    permutation, position = torch.randperm(len(train), generator=order, device=device), 0
-    best_val, step = -1.0, 0
-    loss_sum = torch.zeros((), device=device)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    bar = tqdm(total=cfg.steps, desc=f"{name:<24}", disable=not cfg.progress, dynamic_ncols=True, leave=False)
+    meta = dict(name=name, task=task, model_config=dataclasses.asdict(model.config),
+                train_config=dataclasses.asdict(cfg), model_class=type(model).__name__,
+                data_config=dataclasses.asdict(bench.config), tokenizer=bench.tokenizer.to_dict())
+    sums, finite, best_val, step = {}, torch.ones((), dtype=torch.bool, device=device), -1.0, 0
+    bar = tqdm(total=steps, desc=f"{name:<34}", disable=not cfg.progress, dynamic_ncols=True, leave=False)
     tick = time.perf_counter()
     try:
-        for step in range(1, cfg.steps + 1):
-            if position + cfg.batch_size > len(train):                 # a new epoch: a new order
-                permutation, position = torch.randperm(len(train), generator=order, device=device), 0
-            index = permutation[position:position + cfg.batch_size]
-            position += cfg.batch_size
-            batch = fit_images(make_batch(train, index), model_cfg.image_size)
-            loss, grad_norm = train_step(step_fn, batch, task, optimizer, schedule, cfg, device)
-            loss_sum += loss
-            finite &= torch.isfinite(loss)
+        for step in range(1, steps + 1):
+            terms, grad_norm = train_step(stepper, next_batch(), task, optimizer, schedule, cfg, device,
+                                          teacher, weights, layers)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            finite &= torch.isfinite(terms["loss"])
             bar.update(1)
 
-            if step % cfg.log_every == 0 or step == cfg.steps:        # the only host-device syncs of the loop
+            if step % cfg.log_every == 0 or step == steps:        # the only host-device syncs of the loop
                 if not finite.item():
-                    raise FloatingPointError(f"{name}: loss became NaN or inf before step {step} "
-                                             f"(last loss {loss.item()}); last good checkpoint: {last_path}")
-                elapsed = time.perf_counter() - tick
-                steps_done = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-                mean_loss = loss_sum.item() / steps_done
-                rate = steps_done * cfg.batch_size / elapsed
-                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:,.0f}")
-                log.write(kind="train", run=name, step=step, loss=mean_loss, lr=schedule.get_last_lr()[0],
-                          grad_norm=grad_norm.item(), ms_per_step=1000 * elapsed / steps_done, samples_per_s=rate)
-                loss_sum.zero_()
-                tick = time.perf_counter()
+                    raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
+                                     f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
+                elapsed, done = time.perf_counter() - tick, (step - 1) % cfg.log_every + 1
+                means = {key: value.item() / done for key, value in sums.items()}
+                rate = done * cfg.batch_size / elapsed
+                bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
+                log.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
+                          ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
+                sums, tick = {}, time.perf_counter()
 
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                metrics = evaluate(model, val, task, cfg, device)
+            if step % cfg.eval_every == 0 or step == steps:
+                metrics = validate(model)
                 log.write(kind="val", run=name, step=step, **metrics)
                 bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}")
                 if metrics["accuracy"] > best_val:
                     best_val = metrics["accuracy"]
-                    save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **common)
+                    save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
                 save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                schedule=schedule.state_dict(), step=step, **common)
+                                schedule=schedule.state_dict(), step=step, **meta)
                 tick = time.perf_counter()
     except KeyboardInterrupt:
         save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        schedule=schedule.state_dict(), step=step, **common)
+                        schedule=schedule.state_dict(), step=step, **meta)
         bar.close()
-        raise SystemExit(f"\ninterrupted at step {step} of {name}; saved {last_path}")
+        raise SystemExit(f"\ninterrupted at step {step} of {name}; saved {last_path}. "
+                         f"Run the same command again to continue: finished runs are skipped.")
     bar.close()
+    return best_path, best_val
 
+
+def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
+    """A teacher or student of the configured size, optionally starting from a checkpoint."""
+    model_cfg = model_config(cfg.size, vocab_size=len(bench.tokenizer), num_answers=bench.num_classes("vqa"),
+                             max_text_len=max(model_config(cfg.size).max_text_len, bench.config.max_text_len))
+    model = (FusionEncoder if kind == "teacher" else DualEncoder)(model_cfg).to(device)
+    if init_from:
+        model.load_state_dict(load_checkpoint(init_from, expect=model_cfg, tokenizer=bench.tokenizer)["model"])
+    return model
+
+
+def pretrain(kind, seed, bench, cfg, device, log, teacher=None, weights=None):
+    """ITM pre-training on the captions: ground truth for the teacher (and pretrain+dual), distillation
+    from the pre-trained teacher for the DiDE student. Returns the best checkpoint's path."""
+    name = f"pretrain-{kind}-seed{seed}"
+    done = finished_run(cfg.out_dir, name)
+    if done:
+        return done["checkpoint"]
+    torch.manual_seed(seed)
+    model = new_model("teacher" if kind == "teacher" else "student", cfg, bench, device)
+    batches = ITMBatches(bench.captions["train"], bench.tokenizer, cfg.batch_size, seed, device)
+    val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device)
+    best_path, best_val = fit(name, model, "itm", batches.next, lambda m: evaluate_itm(m, val_batches, cfg, device),
+                              cfg.pretrain_steps, cfg, device, log, bench, teacher, weights)
+    record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
+    print(f"{name}: ITM val accuracy {best_val:.2f}")
+    return best_path
+
+
+def finetune(row, task, seed, bench, cfg, device, log, init_from=None, teacher=None):
+    """Train one row on one task; test its best-validation checkpoint. Finished runs are read back."""
+    name = f"{task}-{row}-seed{seed}"
+    done = finished_run(cfg.out_dir, name)
+    if done:
+        return done
+    torch.manual_seed(seed)
+    model = new_model("teacher" if row == "teacher" else "student", cfg, bench, device, init_from)
+    train, val, test = (bench.splits[task][s] for s in ("train", "val", "test"))
+    sampler = EpochSampler(len(train), cfg.batch_size, seed, device)
+    next_batch = lambda: fit_images(make_batch(train, sampler.next()), model.config.image_size)
+    weights = None if row == "teacher" else row_weights(row, cfg)
+    best_path, best_val = fit(name, model, task, next_batch, lambda m: evaluate(m, val, task, cfg, device),
+                              cfg.steps, cfg, device, log, bench, teacher if weights else None, weights)
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, device)
-    result.update(val=best_val, run=name, task=task, model=model_name, seed=seed)
+    result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
     log.write(kind="test", **result)
+    record_run(cfg.out_dir, name, result)
+    print(f"{name}: test accuracy {result['accuracy']:.2f} (best val {best_val:.2f})")
     return result
 
 
 # -----------------------------------------------------------------------------
-# Results table
+# The experiment and its table
 
 def mean_std(values):
     mean = sum(values) / len(values)
@@ -361,65 +414,117 @@ def mean_std(values):
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def results_table(results, tasks, models, seeds):
-    """Markdown: rows models, columns tasks (mean ± std over seeds); then per-family tables."""
-    by = {(r["task"], r["model"], r["seed"]): r for r in results}
+def results_table(results, tasks, rows, seeds, speedups=None):
+    """Markdown: rows of the table, columns tasks (mean ± std over seeds), then per-family tables."""
+    by = {(r["task"], r["row"], r["seed"]): r for r in results}
+    speed_head = " | inference speed-up |" if speedups else " |"
     lines = [f"Test accuracy (%), mean ± std over seeds {', '.join(map(str, seeds))}.", "",
-             "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for m in models:
-        cells = [mean_std([by[(t, m, s)]["accuracy"] for s in seeds]) for t in tasks]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+             "| row | " + " | ".join(tasks) + speed_head, "|---|" + "---|" * (len(tasks) + bool(speedups))]
+    for row in rows:
+        cells = [mean_std([by[(t, row, s)]["accuracy"] for s in seeds]) for t in tasks]
+        speed = f" | {speedups['teacher' if row == 'teacher' else 'student']}" if speedups else ""
+        lines.append(f"| {row} | " + " | ".join(cells) + speed + " |")
     for t in tasks:
-        families = list(by[(t, models[0], seeds[0])]["per_family"])
-        lines += ["", f"Per family, {t}:", "", "| family | " + " | ".join(models) + " |",
-                  "|---|" + "---|" * len(models)]
-        for fam in families:
-            cells = [mean_std([by[(t, m, s)]["per_family"][fam] for s in seeds]) for m in models]
-            lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+        families = list(by[(t, rows[0], seeds[0])]["per_family"])
+        lines += ["", f"Per family, {t}:", "", "| family | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        for family in families:
+            cells = [mean_std([by[(t, row, s)]["per_family"][family] for s in seeds]) for row in rows]
+            lines.append(f"| {family} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def prepare_out_dir(cfg):
+    try:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        probe = os.path.join(cfg.out_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise SystemExit(f"error: --out-dir {cfg.out_dir}: cannot write there ({error.strerror})") from None
 
 
 def main(argv=None):
     cfg, data_cfg = parse_args(argv)
     device = resolve_device(cfg)
-    tasks, models, seeds = split_list(cfg.tasks), split_list(cfg.models), [int(s) for s in split_list(cfg.seeds)]
-    try:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        with open(os.path.join(cfg.out_dir, ".write-test"), "w"):
-            pass
-        os.remove(os.path.join(cfg.out_dir, ".write-test"))
-    except OSError as error:
-        raise SystemExit(f"error: --out-dir {cfg.out_dir}: cannot write there ({error.strerror})") from None
+    tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
+    prepare_out_dir(cfg)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
     with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-        json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
-                   "command": " ".join(sys.argv)}, f, indent=2)
+        json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg), "command": command}, f,
+                  indent=2)
 
     bench = build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress)
     bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
-    for task in tasks:   # the whole benchmark lives on the device: batches are tensor indexing, no loader
+    for task in tasks:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
         bench.splits[task] = {name: split.to(device) for name, split in bench.splits[task].items()}
+    bench.captions = {name: split.to(device) for name, split in bench.captions.items()}
     log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
-    print(f"device {device}, model size {cfg.size}, tasks {tasks}, models {models}, seeds {seeds}")
+    print(f"device {device}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
 
+    distilled = [row for row in rows if row_weights(row, cfg) is not None]
     results = []
     for seed in seeds:
+        # stage 1: pre-training on image-caption pairs
+        teacher_init, student_init = None, {}
+        if cfg.pretrain_steps > 0 and ("teacher" in rows or distilled):
+            teacher_init = pretrain("teacher", seed, bench, cfg, device, log)
+        if "pretrain+dual" in rows:
+            student_init["pretrain+dual"] = pretrain("dual", seed, bench, cfg, device, log)
+        if "pretrain+soft+attention" in rows:
+            pretrained_teacher = freeze(new_model("teacher", cfg, bench, device, teacher_init))
+            student_init["pretrain+soft+attention"] = pretrain(
+                "student", seed, bench, cfg, device, log, pretrained_teacher, row_weights("soft+attention", cfg))
+        # stage 2: fine-tuning, the teacher first, then every student row from the same frozen teacher
         for task in tasks:
-            for model_name in models:
-                result = train_one(model_name, task, seed, bench, cfg, device, log, cfg.out_dir)
-                print(f"{result['run']}: test accuracy {result['accuracy']:.2f} (best val {result['val']:.2f})")
-                results.append(result)
+            teacher = None
+            if "teacher" in rows or distilled:
+                teacher_result = finetune("teacher", task, seed, bench, cfg, device, log, teacher_init)
+                if "teacher" in rows:
+                    results.append(teacher_result)
+                teacher = freeze(new_model("teacher", cfg, bench, device, teacher_result["checkpoint"]))
+            for row in rows:
+                if row != "teacher":
+                    results.append(finetune(row, task, seed, bench, cfg, device, log, student_init.get(row), teacher))
+            if teacher is not None and distilled and seed == seeds[0]:
+                draw_attention(teacher, results[-1], task, bench, cfg, device)
 
-    table = results_table(results, tasks, models, seeds)
+    speedups = inference_speedups(cfg, bench, device)
+    table = results_table(results, tasks, rows, seeds, speedups)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
-        f.write(f"# Results\n\nCommand: `{' '.join(sys.argv)}`  \nDevice: "
-                f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}\n\n{table}")
+        f.write(f"# Results\n\nCommand: `{command}`  \nDevice: {device_name}\n\n{table}")
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\n" + table)
     return results
+
+
+def draw_attention(teacher, student_result, task, bench, cfg, device, examples=3):
+    """Save the teacher's and the last student row's text-to-image attention for a few test examples."""
+    from visualize import attention_figure
+    student = new_model("student", cfg, bench, device, student_result["checkpoint"])
+    split = bench.splits[task]["test"]
+    index = torch.arange(examples, device=device)
+    batch = fit_images(make_batch(split, index), student.config.image_size)
+    raw = split.images[split.image_index[index, 0]].cpu().numpy()
+    os.makedirs(os.path.join(cfg.out_dir, "attention"), exist_ok=True)
+    path = os.path.join(cfg.out_dir, "attention", f"{task}-{student_result['row']}")
+    attention_figure(teacher, student, batch, task, bench.tokenizer, raw, path)
+
+
+def inference_speedups(cfg, bench, device):
+    """Inference throughput relative to the teacher, images pre-computed, from bench.py's code."""
+    from bench import BenchConfig, run
+    bench_cfg = BenchConfig(size=cfg.size, batch_size=min(256, cfg.eval_batch_size), vocab_size=len(bench.tokenizer),
+                            num_answers=bench.num_classes("vqa"), train=False, device=str(device), dtype=cfg.dtype,
+                            repeats=5 if device.type == "cpu" else 20, retrieval_images=8, retrieval_texts=8)
+    rows, _, _ = run(bench_cfg)
+    rate = {r["model"]: r["throughput"] for r in rows if r["row"] == "precomputed"}
+    return {"teacher": "1.0x", "student": f"{rate['student'] / rate['teacher']:.1f}x (images pre-computed)"}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import train
+from distill import ground_truth_loss
 from model import DualEncoder, model_config
 from teacher import FusionEncoder
 
@@ -40,19 +41,19 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(Model, task):
     optimizer, batch = train.make_optimizer(model, tcfg, device), fixed_batch(cfg, task)
     schedule = train.make_schedule(optimizer, tcfg)
     with torch.no_grad():
-        before = train.ground_truth_loss(task, model(batch, task).logits, batch).item()
+        before = ground_truth_loss(task, model(batch, task).logits, batch).item()
     for _ in range(30):
         train.train_step(model, batch, task, optimizer, schedule, tcfg, device)
     with torch.no_grad():
-        after = train.ground_truth_loss(task, model(batch, task).logits, batch).item()
-    assert after < 0.5 * before, (before, after)
+        after = ground_truth_loss(task, model(batch, task).logits, batch).item()
+    assert after < 0.6 * before, (before, after)
 
 
 def test_vqa_loss_is_bce_summed_over_answers():
     logits = torch.randn(4, 5)
     scores = torch.tensor([[1.0, 0, 0, 0.3, 0]] * 4)
     by_hand = -(scores * torch.log(torch.sigmoid(logits)) + (1 - scores) * torch.log(1 - torch.sigmoid(logits)))
-    loss = train.ground_truth_loss("vqa", logits, {"vqa_scores": scores})
+    loss = ground_truth_loss("vqa", logits, {"vqa_scores": scores})
     torch.testing.assert_close(loss, by_hand.sum(1).mean())
 
 
@@ -74,8 +75,7 @@ def test_help_lists_every_field():
     text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
     for cls in (train.TrainConfig, train.DataConfig):
         for f in train.dataclasses.fields(cls):
-            flag = f.name.replace("_", "-")
-            assert f"--{flag}" in text or f"--data-{flag}" in text, f"--{flag} missing from --help"
+            assert f"--{f.name.replace('_', '-')}" in text, f"--{f.name} missing from --help"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -114,15 +114,18 @@ def test_unwritable_out_dir_is_one_clear_line(tmp_path):
 def test_tiny_run_end_to_end(tmp_path):
     """`python train.py --size tiny`, shortened: every file of a run is written and the table is complete."""
     out = tmp_path / "run"
-    results = train.main(["--size", "tiny", "--steps", "20", "--eval-every", "10", "--out-dir", str(out),
+    results = train.main(["--size", "tiny", "--steps", "20", "--pretrain-steps", "10", "--eval-every", "10",
+                          "--out-dir", str(out),
                           "--cache-dir", str(tmp_path / "cache"), "--progress", "false"])
-    assert len(results) == 6                                     # 3 tasks x (teacher, dual)
+    assert len(results) == 3 * len(train.ROWS)                   # 3 tasks x every row
     for name in ("config.json", "tokenizer.json", "metrics.jsonl", "results.md", "results.json"):
         assert (out / name).exists(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "val", "test"}
     assert all(0 <= r["accuracy"] <= 100 for r in results)
     table = (out / "results.md").read_text()
-    assert "| teacher |" in table and "| dual |" in table
+    assert "| teacher |" in table and "| dual |" in table and "| pretrain+soft+attention |" in table
+    assert "inference speed-up" in table
+    assert len(list((out / "attention").glob("*.png"))) == 3 * 3   # 3 examples for each task
     checkpoint = torch.load(out / "checkpoints" / "vqa-dual-seed0-best.pt", weights_only=True)
     assert checkpoint["model_config"]["n_embd"] == 32 and "tokenizer" in checkpoint

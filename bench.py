@@ -1,0 +1,261 @@
+"""Speed of the fusion teacher and the dual-encoder student, timed honestly.
+
+    python bench.py                                  # small size, on the GPU if there is one
+    python bench.py --size vilt-b32 --batch-size 256 # the papers' size
+    python bench.py --size tiny --device cpu         # a smoke run on any machine
+
+On CUDA every row is timed with CUDA events after warm-up, with synchronisation, as the
+median of several repeats; on a CPU with time.perf_counter. Random weights: speed does
+not depend on what the weights learnt. Prints a markdown table and writes JSON.
+
+Inference regimes (one image per example, the VQA / entailment shape):
+  scratch      every (image, text) pair encoded from nothing
+  precomputed  image features cached: the student runs its text tower and the fusion MLP only
+  per-image    Q questions per image, everything counted (VQA v2: about 5.4)
+  retrieval    N images x M texts: the teacher runs N*M joint passes (timed on batches, then
+               scaled), the student N + M encodings and N*M fusion heads
+Training rows: the teacher, and the student with ground truth, soft labels, soft labels + attention.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from distill import DistillWeights, dide_loss, ground_truth_loss
+from model import DualEncoder, model_config
+from teacher import FusionEncoder, freeze
+from config import add_flags, given_values
+from train import TrainConfig, autocast_for, make_optimizer, resolve_device
+
+# Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+
+
+@dataclass
+class BenchConfig:
+    size: str = "small"                # model size: tiny, small, vilt-b32
+    batch_size: int = 256              # pairs (or questions) per timed call
+    text_len: int = 16                 # tokens per text, [CLS] and [SEP] included
+    vocab_size: int = 128              # word vocabulary of the random models
+    num_answers: int = 32              # VQA answers of the random models
+    questions_per_image: int = 5       # the per-image regime's questions per image
+    retrieval_images: int = 1000       # N of the retrieval regime
+    retrieval_texts: int = 1000        # M of the retrieval regime
+    warmup: int = 5                    # untimed calls before timing
+    repeats: int = 20                  # timed calls; the median is reported
+    train: bool = True                 # also time training steps
+    device: str = "auto"               # auto, cpu, cuda
+    dtype: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
+    compile: bool = False              # torch.compile the models first
+    out: str = "bench.json"            # JSON results file
+
+
+def timer(device):
+    """A function that times `fn()` in milliseconds: median of repeats, after warm-up."""
+    def measure(fn, warmup, repeats):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(start.elapsed_time(end))
+            else:
+                tick = time.perf_counter()
+                fn()
+                times.append(1000 * (time.perf_counter() - tick))
+        return statistics.median(times)
+    return measure
+
+
+def encoder_flops(n_layer, n_embd, mlp_ratio, tokens):
+    """Forward matmul FLOPs of one encoder over `tokens` tokens: 2 per multiply-add.
+    Per layer: qkv 3C^2, projection C^2, MLP 2*ratio*C^2 per token, and Q K^T and A V (2 T^2 C)."""
+    per_token = (4 + 2 * mlp_ratio) * n_embd * n_embd
+    return n_layer * (2 * tokens * per_token + 2 * 2 * tokens * tokens * n_embd)
+
+
+def flops_per_sample(cfg, text_len):
+    """Forward FLOPs of one (image, text) pair for each model and part (patch embedding included)."""
+    Nv = 1 + cfg.num_patches
+    patch = 2 * cfg.num_patches * 3 * cfg.patch_size ** 2 * cfg.n_embd
+    h = cfg.n_embd
+    head = 2 * (2 * h * 2 * h + 2 * h * h) + 2 * (h * 2 * h + 2 * h * cfg.num_answers)   # fuse + head
+    return {"teacher": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len + Nv) + patch + head,
+            "image": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, Nv) + patch,
+            "text": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len),
+            "head": head}
+
+
+def gpu_peak(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def random_batch(cfg, B, text_len, device, num_images=1):
+    text_ids = torch.randint(5, cfg.vocab_size, (B, text_len), device=device)
+    return {"images": torch.randn(B, num_images, 3, cfg.image_size, cfg.image_size, device=device),
+            "text_ids": text_ids, "text_mask": torch.ones(B, text_len, dtype=torch.bool, device=device),
+            "labels": torch.randint(0, 3, (B,), device=device),
+            "vqa_scores": (torch.rand(B, cfg.num_answers, device=device) > 0.9).float()}
+
+
+def run(cfg: BenchConfig):
+    device = resolve_device(cfg)
+    measure = timer(device)
+    mcfg = model_config(cfg.size, vocab_size=cfg.vocab_size, num_answers=cfg.num_answers)
+    if cfg.text_len > mcfg.max_text_len:
+        raise SystemExit(f"error: --text-len {cfg.text_len} exceeds the {cfg.size} size's max_text_len {mcfg.max_text_len}")
+    torch.manual_seed(0)
+    teacher, student = FusionEncoder(mcfg).to(device).eval(), DualEncoder(mcfg).to(device).eval()
+    run_teacher = torch.compile(teacher) if cfg.compile else teacher
+    run_student = torch.compile(student) if cfg.compile else student
+    B, L, task = cfg.batch_size, cfg.text_len, "entailment"
+    batch = random_batch(mcfg, B, L, device)
+    flops = flops_per_sample(mcfg, L)
+    peak = gpu_peak(device)
+    rows = []
+
+    def row(name, model, ms, samples, flops_per_sample, unit="pairs"):
+        tflops = flops_per_sample * samples / (ms / 1000) / 1e12
+        rows.append({"row": name, "model": model, "ms": ms, "samples": samples,
+                     f"{unit}_per_s": samples / (ms / 1000), "throughput": samples / (ms / 1000), "unit": unit,
+                     "gflops_per_sample": flops_per_sample / 1e9, "tflops": tflops,
+                     "peak_fraction": tflops / peak if peak else None})
+
+    def timed(fn):
+        return measure(fn, cfg.warmup, cfg.repeats)
+
+    with torch.no_grad(), autocast_for(cfg, device):
+        # 1. every pair from scratch
+        row("scratch", "teacher", timed(lambda: run_teacher(batch, task)), B, flops["teacher"])
+        row("scratch", "student", timed(lambda: run_student(batch, task)), B,
+            flops["image"] + flops["text"] + flops["head"])
+        # 2. image features pre-computed: the student's online cost is the text tower and the head
+        image_cls = student.encode_image(batch["images"][:, 0]).hidden[:, :1]           # (B, 1, C), cached
+        online = lambda: student.classify(task, student.encode_text(batch["text_ids"], batch["text_mask"]).hidden[:, 0],
+                                          image_cls)
+        row("precomputed", "teacher", rows[0]["ms"], B, flops["teacher"])
+        row("precomputed", "student", timed(online), B, flops["text"] + flops["head"])
+        # 3. Q questions per image, everything counted: B questions about B / Q images
+        Q = cfg.questions_per_image
+        n_images = -(-B // Q)                                   # ceil(B / Q) images
+        images = batch["images"][:n_images, 0]
+
+        def per_image():
+            cls = student.encode_image(images).hidden[:, 0]                                 # (n_images, C)
+            cls = cls.repeat_interleave(Q, 0)[:B, None]                                     # (B, 1, C)
+            text = student.encode_text(batch["text_ids"], batch["text_mask"]).hidden[:, 0]
+            return student.classify(task, text, cls)
+        row("per-image", "teacher", rows[0]["ms"], B, flops["teacher"], unit="questions")
+        row("per-image", "student", timed(per_image), B,
+            flops["text"] + flops["head"] + flops["image"] * n_images / B, unit="questions")
+        # 4. retrieval, N images x M texts
+        N, M = cfg.retrieval_images, cfg.retrieval_texts
+        teacher_ms = rows[0]["ms"] * (N * M) / B     # the teacher's cost is linear in pairs: scale the timed batch
+        row("retrieval", "teacher", teacher_ms, N * M, flops["teacher"])
+        row_images = torch.randn(N, 3, mcfg.image_size, mcfg.image_size, device=device)
+        row_text_ids = torch.randint(5, mcfg.vocab_size, (M, L), device=device)
+        row_text_mask = torch.ones(M, L, dtype=torch.bool, device=device)
+
+        def retrieval():
+            image_cls = torch.cat([student.encode_image(x).hidden[:, 0] for x in row_images.split(B)])  # (N, C)
+            text_cls = torch.cat([student.encode_text(t, m).hidden[:, 0]
+                                  for t, m in zip(row_text_ids.split(B), row_text_mask.split(B))])   # (M, C)
+            for i in range(0, N, max(1, 65536 // M)):                  # N*M fusion heads, in chunks
+                chunk = image_cls[i:i + max(1, 65536 // M)]             # (n, C)
+                text = text_cls[None].expand(chunk.shape[0], -1, -1).flatten(0, 1)   # (n*M, C)
+                image = chunk[:, None].expand(-1, M, -1).flatten(0, 1)[:, None]      # (n*M, 1, C)
+                student.classify(task, text, image)
+        retrieval_flops = (N * flops["image"] + M * flops["text"]) / (N * M) + flops["head"]
+        row("retrieval", "student", measure(retrieval, 1, max(1, cfg.repeats // 5)), N * M, retrieval_flops)
+
+    if cfg.train:
+        train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops)
+    return rows, device, peak
+
+
+def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
+    """Training steps per second: forward, backward and AdamW step; distillation adds a teacher forward."""
+    task = "entailment"
+    tcfg = TrainConfig(size=cfg.size)   # AdamW as in training
+    frozen = freeze(FusionEncoder(mcfg).to(device))
+    frozen.load_state_dict(teacher.state_dict())
+    trainee_teacher = FusionEncoder(mcfg).to(device)
+    student_flops = flops["image"] + flops["text"] + flops["head"]
+    variants = [
+        ("train teacher", trainee_teacher, None, 3 * flops["teacher"]),
+        ("train student, ground truth", DualEncoder(mcfg).to(device), None, 3 * student_flops),
+        ("train student, soft labels", DualEncoder(mcfg).to(device),
+         DistillWeights(soft_label=1.0, attention=0.0), 3 * student_flops + flops["teacher"]),
+        ("train student, soft labels + attention", DualEncoder(mcfg).to(device),
+         DistillWeights(soft_label=1.0, attention=1.0), 3 * student_flops + flops["teacher"]),
+    ]
+    for name, model, weights, step_flops in variants:
+        optimizer = make_optimizer(model, tcfg, device)
+        stepper = torch.compile(model) if cfg.compile else model
+
+        def step():
+            with autocast_for(cfg, device):
+                if weights is None:
+                    loss = ground_truth_loss(task, stepper(batch, task).logits, batch)
+                else:
+                    loss, _, _ = dide_loss(stepper, frozen, batch, task, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        row(name, "teacher" if model is trainee_teacher else "student",
+            measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
+
+
+def markdown(rows, cfg, device, peak):
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [f"Device: {name}; size {cfg.size}; batch {cfg.batch_size}; text length {cfg.text_len}; "
+             f"dtype {'bf16' if cfg.dtype == 'bf16' or (cfg.dtype == 'auto' and device.type == 'cuda') else 'fp32'}"
+             + (f"; dense bf16 peak {peak:.0f} TFLOP/s" if peak else ""), "",
+             "| row | model | ms | throughput | speed-up | GFLOP/sample | TFLOP/s | % of peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    teacher_rate = {}
+    for r in rows:
+        if r["model"] == "teacher":
+            teacher_rate[r["row"]] = r["throughput"]
+        speedup = r["throughput"] / teacher_rate[r["row"]] if r["row"] in teacher_rate else None
+        speedup_text = f"{speedup:.1f}x" if speedup else "-"
+        peak_text = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
+        lines.append(f"| {r['row']} | {r['model']} | {r['ms']:.2f} | {r['throughput']:,.0f} {r['unit']}/s | "
+                     f"{speedup_text} | {r['gflops_per_sample']:.3f} | {r['tflops']:.2f} | {peak_text} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flags(parser, BenchConfig)
+    cfg = BenchConfig(**given_values(parser.parse_args(argv), BenchConfig))
+    for name in ("batch_size", "text_len", "repeats", "questions_per_image", "retrieval_images", "retrieval_texts"):
+        if getattr(cfg, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    rows, device, peak = run(cfg)
+    table = markdown(rows, cfg, device, peak)
+    print(table)
+    print(f"\ncommand: python {' '.join(sys.argv)}")
+    with open(cfg.out, "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), "device": table.splitlines()[0], "command": " ".join(sys.argv),
+                   "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

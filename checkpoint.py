@@ -1,0 +1,71 @@
+"""Checkpoints and logs that survive crashes.
+
+A checkpoint is written to a temporary file and renamed over the old one (atomic on POSIX),
+so a crash mid-write leaves the previous checkpoint whole. Loading uses
+`torch.load(weights_only=True)`: tensors and plain containers only, never code. A finished
+run leaves a small JSON record in runs/, so re-running the same command skips it.
+"""
+
+import dataclasses
+import json
+import os
+
+import torch
+
+
+def save_checkpoint(path, **state):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = path + ".tmp"
+    torch.save(state, temporary)
+    os.replace(temporary, path)   # the old file or the new one, never half of each
+
+
+def load_checkpoint(path, expect=None, tokenizer=None):
+    """Load with weights_only=True; refuse a file that is truncated, or that was made for another
+    model configuration (`expect`, a ModelConfig) or another tokenizer."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"error: checkpoint {path} does not exist") from None
+    except Exception as error:   # truncated, corrupt, or holding pickled code
+        raise SystemExit(f"error: cannot load checkpoint {path} (truncated or not a checkpoint): {error}") from None
+    if expect is not None and state.get("model_config") != dataclasses.asdict(expect):
+        raise SystemExit(f"error: checkpoint {path} was made for model {state.get('model_config')}, "
+                         f"not {dataclasses.asdict(expect)}")
+    if tokenizer is not None and "tokenizer" in state and state["tokenizer"] != tokenizer.to_dict():
+        raise SystemExit(f"error: checkpoint {path} was made with a different tokenizer")
+    return state
+
+
+def _write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def record_run(out_dir, name, result):
+    """Mark run `name` finished, with its result."""
+    _write_json(os.path.join(out_dir, "runs", f"{name}.json"), result)
+
+
+def finished_run(out_dir, name):
+    """The result of run `name` if an earlier invocation finished it, else None."""
+    path = os.path.join(out_dir, "runs", f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    checkpoint = result.get("checkpoint")
+    return result if checkpoint is None or os.path.exists(checkpoint) else None
+
+
+class MetricsLog:
+    """Line-per-record JSON log, readable by any plotting tool."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def write(self, **record):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,47 @@
+"""Typed dataclasses turned into command-line flags (used by train.py and bench.py).
+
+Every field becomes `--field-name`, typed from its annotation, with the one-line comment
+after the field as its help text. Booleans parse true/false (argparse's `type=bool` would
+read "false" as True). Unknown flags and bad values get one line of error from argparse.
+"""
+
+import argparse
+import dataclasses
+import inspect
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+PARSERS = {"int": int, "float": float, "str": str, "bool": parse_bool}
+
+
+def field_comments(cls) -> dict:
+    """The comment after each field in the class source: `name: type = default   # comment`."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        code, _, comment = line.partition("#")
+        if ":" in code and "=" in code and comment:
+            comments[code.split(":")[0].strip()] = comment.strip()
+    return comments
+
+
+def add_flags(parser, cls, prefix=""):
+    """One flag per field of dataclass `cls`; values land in the namespace as 'ClassName.field'."""
+    comments = field_comments(cls)
+    for f in dataclasses.fields(cls):
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
+        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", dest=f"{cls.__name__}.{f.name}",
+                            type=PARSERS[type_name], default=argparse.SUPPRESS, metavar=type_name.upper(),
+                            help=f"{comments.get(f.name, '')} (default: {f.default})")
+
+
+def given_values(namespace, cls) -> dict:
+    """The fields of `cls` that were given on the command line (absent ones keep their defaults)."""
+    key = cls.__name__ + "."
+    return {k[len(key):]: v for k, v in vars(namespace).items() if k.startswith(key)}

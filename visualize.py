@@ -1,0 +1,106 @@
+"""Pictures of cross-modal attention: where does each word look?
+
+For a few test examples, one column per word: the teacher's text-to-image attention
+(last layer, mean over heads, the softmax within the cross-modal block) on top, the
+student's "virtual" text-to-image attention (text-tower queries against image-tower keys)
+below, each as a heat map over the image's patch grid. A distilled student should look
+where its teacher looks; the ground-truth baseline has no reason to.
+
+    python visualize.py --checkpoint-dir runs/default/checkpoints --task vqa --row soft+attention
+"""
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from distill import student_cross_modal_attention
+from teacher import teacher_cross_modal_attention
+
+SCALE = 2   # pixels of the picture per pixel of the benchmark image (at least 96 px per panel)
+
+
+@torch.no_grad()
+def word_maps(teacher, student, batch, task):
+    """Text-to-image attention over patches, mean over heads: teacher and student, (B, Lt, g, g) each."""
+    teacher.eval(), student.eval()
+    mask = batch["text_mask"]
+    fused = teacher(batch, task, details_from=(-1,)).fusion[0]
+    teacher_t2i = teacher_cross_modal_attention(fused, -1, mask).text_to_image.mean(1)    # (B, Lt, Nv)
+    out = student(batch, task, details_from=(-1,))
+    student_t2i = student_cross_modal_attention(out, -1, 0, mask).text_to_image.mean(1)   # (B, Lt, Nv)
+    g = int(round((teacher_t2i.shape[-1] - 1) ** 0.5))                                   # patches per side
+    as_grid = lambda a: a[..., 1:].reshape(*a.shape[:2], g, g)      # drop the image [CLS] key: (B, Lt, g, g)
+    return as_grid(teacher_t2i), as_grid(student_t2i)
+
+
+def heat_panel(image, heat, size):
+    """An image (H, W, 3) uint8 under a red heat map (g, g), scaled to size x size."""
+    base = Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST).convert("L").convert("RGB")
+    heat = (heat / max(heat.max(), 1e-8) * 255).astype(np.uint8)
+    red = Image.fromarray(heat).resize((size, size), Image.Resampling.NEAREST)
+    overlay = Image.merge("RGB", (red, Image.new("L", (size, size)), Image.new("L", (size, size))))
+    return Image.blend(base, overlay, 0.6)
+
+
+def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path, max_words=10):
+    """Save one PNG per example: rows teacher / student, one column per word."""
+    teacher_maps, student_maps = word_maps(teacher, student, batch, task)
+    size = max(96, SCALE * raw_images.shape[1])
+    paths = []
+    for b in range(len(raw_images)):
+        ids = batch["text_ids"][b][batch["text_mask"][b]].tolist()
+        words = [tokenizer.itos[i] for i in ids][:max_words]
+        canvas = Image.new("RGB", (70 + size * (len(words) + 1), 20 + 2 * (size + 16)), "white")
+        draw = ImageDraw.Draw(canvas)
+        image = raw_images[b]
+        canvas.paste(Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST), (70, 20))
+        draw.text((70, 20 + size + 2), "input", fill="black")
+        for row, (label, maps) in enumerate((("teacher", teacher_maps), ("student", student_maps))):
+            top = 20 + row * (size + 16)
+            draw.text((4, top + size // 2), label, fill="black")
+            for w, word in enumerate(words):
+                left = 70 + size * (w + 1)
+                canvas.paste(heat_panel(image, maps[b, w].float().cpu().numpy(), size), (left, top))
+                if row == 0:
+                    draw.text((left + 2, 4), word, fill="black")
+        file = f"{path}-{b}.png"
+        canvas.save(file)
+        paths.append(file)
+    return paths
+
+
+def main():
+    import train
+    from checkpoint import load_checkpoint
+    from data import DataConfig, build_benchmark, make_batch
+    from model import DualEncoder, ModelConfig
+    from teacher import FusionEncoder
+
+    parser = argparse.ArgumentParser(description="Save teacher-vs-student attention heat maps as PNG.")
+    parser.add_argument("--checkpoint-dir", default="runs/default/checkpoints")
+    parser.add_argument("--task", default="vqa")
+    parser.add_argument("--row", default="soft+attention", help="which student row to draw")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--examples", type=int, default=4)
+    parser.add_argument("--out", default="attention")
+    args = parser.parse_args()
+    load = lambda row: load_checkpoint(os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt"))
+    t_state, s_state = load("teacher"), load(args.row)
+    teacher = FusionEncoder(ModelConfig(**t_state["model_config"]))
+    teacher.load_state_dict(t_state["model"])
+    student = DualEncoder(ModelConfig(**s_state["model_config"]))
+    student.load_state_dict(s_state["model"])
+    bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
+    split = bench.splits[args.task]["test"]
+    index = torch.arange(args.examples)
+    batch = train.fit_images(make_batch(split, index), teacher.config.image_size)
+    raw = split.images[split.image_index[index, 0]].numpy()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    print("\n".join(attention_figure(teacher, student, batch, args.task, bench.tokenizer, raw, args.out)))
+
+
+if __name__ == "__main__":
+    main()
