@@ -101,3 +101,57 @@ def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
     p, q = torch.sigmoid(teacher), torch.sigmoid(student)
     by_hand = -(p * q.log() + (1 - p) * (1 - q).log()).sum(-1).mean()
     torch.testing.assert_close(soft_label_loss("vqa", student, teacher), by_hand)
+
+
+# ----------------------------------------------------------------------------- the whole DiDE objective
+
+from distill import DistillWeights, dide_loss, student_cross_modal_attention  # noqa: E402
+from model import DualEncoder, model_config  # noqa: E402
+from teacher import FusionEncoder, freeze, teacher_cross_modal_attention  # noqa: E402
+
+
+def models_and_batch(task, lengths=(9, 4, 1)):
+    torch.manual_seed(0)
+    cfg = model_config("tiny", vocab_size=40, num_answers=6)
+    teacher, student = freeze(FusionEncoder(cfg)), DualEncoder(cfg)
+    B, L, K = len(lengths), 9, 2 if task == "reasoning" else 1
+    mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+    batch = {"images": torch.randn(B, K, 3, 32, 32), "text_ids": torch.randint(5, 40, (B, L)) * mask,
+             "text_mask": mask, "labels": torch.zeros(B, dtype=torch.long),
+             "vqa_scores": torch.zeros(B, 6)}
+    return teacher, student, batch
+
+
+@pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
+def test_dide_gradients_reach_the_student_and_never_the_teacher(task):
+    teacher, student, batch = models_and_batch(task)
+    loss, terms, _ = dide_loss(student, teacher, batch, task, DistillWeights(ground_truth=1.0), (-1, 0))
+    loss.backward()
+    assert set(terms) == {"soft_label", "attention", "ground_truth"} and torch.isfinite(loss)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not teacher.training
+    # every tower block up to the distilled layer gets a gradient from the attention loss alone
+    student.zero_grad()
+    _, terms, _ = dide_loss(student, teacher, batch, task, DistillWeights(soft_label=0.0))
+    terms["attention"].backward()
+    for tower in (student.text_encoder, student.image_encoder):
+        assert tower.encoder.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_dide_attention_sums_over_both_images_of_a_pair():
+    teacher, student, batch = models_and_batch("reasoning")
+    with torch.no_grad():
+        _, terms, out = dide_loss(student, teacher, batch, "reasoning", DistillWeights(soft_label=0.0))
+        fusion = teacher(batch, "reasoning", details_from=(-1,)).fusion
+    mask = batch["text_mask"]
+    by_hand = sum(cross_modal_attention_loss(teacher_cross_modal_attention(fusion[k], -1, mask),
+                                             student_cross_modal_attention(out, -1, k, mask), mask) for k in range(2))
+    torch.testing.assert_close(terms["attention"], by_hand)
+
+
+def test_dide_has_no_nan_under_extreme_padding():
+    teacher, student, batch = models_and_batch("vqa", lengths=(1, 1, 1))   # only [CLS] is real
+    loss, terms, _ = dide_loss(student, teacher, batch, "vqa", DistillWeights())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)

@@ -1,0 +1,58 @@
+"""Checkpoints are atomic, safe to load, and refuse what does not fit; finished runs are skipped."""
+
+import os
+
+import pytest
+import torch
+
+import train
+from checkpoint import finished_run, load_checkpoint, record_run, save_checkpoint
+from model import DualEncoder, model_config
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    path = str(tmp_path / "c" / "x.pt")
+    save_checkpoint(path, model={"w": torch.ones(3)}, step=4)
+    assert not os.path.exists(path + ".tmp")
+    state = load_checkpoint(path)
+    assert state["step"] == 4 and torch.equal(state["model"]["w"], torch.ones(3))
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
+    path = str(tmp_path / "x.pt")
+    save_checkpoint(path, model=DualEncoder(model_config("tiny")).state_dict())
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(SystemExit, match="x.pt"):
+        load_checkpoint(path)
+
+
+def test_code_in_a_checkpoint_is_never_run(tmp_path):
+    path = str(tmp_path / "evil.pt")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(SystemExit, match="evil.pt"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_of_another_size_is_refused(tmp_path):
+    path = str(tmp_path / "x.pt")
+    tiny = model_config("tiny")
+    save_checkpoint(path, model={}, model_config=train.dataclasses.asdict(tiny))
+    load_checkpoint(path, expect=tiny)
+    with pytest.raises(SystemExit, match="made for model"):
+        load_checkpoint(path, expect=model_config("tiny", n_layer=3))
+
+
+def test_finished_runs_are_recorded_and_found(tmp_path):
+    assert finished_run(str(tmp_path), "a") is None
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"")
+    record_run(str(tmp_path), "a", {"accuracy": 50.0, "checkpoint": str(ckpt)})
+    assert finished_run(str(tmp_path), "a")["accuracy"] == 50.0
+    ckpt.unlink()   # a record whose checkpoint is gone does not count
+    assert finished_run(str(tmp_path), "a") is None

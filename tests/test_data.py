@@ -1,0 +1,465 @@
+"""Tests of the procedural benchmark (scenes.py, data.py), at the tiny size, on CPU.
+
+The label re-checks parse each text with their own small grammar and evaluate it on the
+symbolic scene in plain Python, without the program executor they check; entailment
+labels are re-derived by enumerating every completion of the hidden cells.
+
+    python -m pytest tests/test_data.py -q
+"""
+import hashlib
+import itertools
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
+import scenes  # noqa: E402
+from data import (DATA_SIZES, FAMILIES, NUM_IMAGES, SOFT_SCORE, TASKS, DataConfig,  # noqa: E402
+                  Tokenizer, build_benchmark, generate_split, make_batch, vqa_accuracy,
+                  vqa_soft_scores)
+
+NUMBERS = {w: i for i, w in enumerate(data.NUMBER_WORDS)}
+
+
+def tiny(**overrides) -> DataConfig:
+    return DataConfig(**{**DATA_SIZES["tiny"], "cache_dir": "", "workers": 1, **overrides})
+
+
+@pytest.fixture(scope="module")
+def raw():
+    """A larger tiny training split of each task, with its symbolic scenes."""
+    cfg = tiny(train_examples=1152)
+    return cfg, {t: generate_split(cfg, t, "train") for t in TASKS}
+
+
+# ----------------------------------------------------------- an independent mini-grammar
+
+def parse_np(words: list[str]) -> dict:
+    """['large', 'red', 'circles'] -> {'size': 'large', 'colour': 'red', 'shape': 'circle'}."""
+    d = {}
+    for w in words:
+        if w in scenes.SIZES:
+            d["size"] = w
+        elif w in scenes.COLOURS:
+            d["colour"] = w
+        elif w.rstrip("s") in scenes.SHAPES:
+            d["shape"] = w.rstrip("s")
+        else:
+            assert w in ("object", "objects"), w
+    return d
+
+
+def matches(obj, d: dict) -> bool:
+    return all(getattr(obj, k) == v for k, v in d.items())
+
+
+def related(rel: str, a, b) -> bool:
+    """a is rel of b; a and b are (row, col) pairs."""
+    return {"left": a[1] < b[1], "right": a[1] > b[1], "above": a[0] < b[0], "below": a[0] > b[0]}[rel]
+
+
+def split_relation(words: list[str]):
+    """'red circle left of the blue square' -> (['red', 'circle'], 'left', ['blue', 'square'])."""
+    for i, w in enumerate(words):
+        if w in ("left", "right", "above", "below"):
+            rest = words[i + 2:] if w in ("left", "right") else words[i + 1:]
+            return words[:i], w, rest[1:]  # drop the article of the second noun phrase
+    raise AssertionError(f"no relation in {words}")
+
+
+def pos(o):
+    return (o.row, o.col)
+
+
+def exists_pair(objs, d1, rel, d2) -> bool:
+    return any(matches(a, d1) and matches(b, d2) and a is not b and related(rel, pos(a), pos(b))
+               for a in objs for b in objs)
+
+
+# ------------------------------------------------------------------------ label re-checks
+
+def check_statement(text: str, pair) -> bool:
+    w = text.split()[:-1]
+    image = {"left": 0, "right": 1}
+
+    def count(d, i):
+        return sum(matches(o, d) for o in pair[i].objects)
+
+    if w[:3] == ["there", "are", "more"]:  # there are more X in the left image than in the right image
+        i = w.index("in")
+        return count(parse_np(w[3:i]), image[w[i + 2]]) > count(parse_np(w[3:i]), 1 - image[w[i + 2]])
+    if w[0] == "in":  # in <which image(s)> a X is <rel> a Y
+        which, rest = (w[1:3], w[3:]) if w[1] == "both" else (w[1:4], w[4:])
+        d1, rel, d2 = split_relation(rest[1:])
+        truth = [exists_pair(s.objects, parse_np(d1[:-1]), rel, parse_np(d2)) for s in pair]
+    else:
+        which, rest = (w[:2], w[2:]) if w[0] == "both" else (w[:3], w[3:])
+        if rest[:2] == ["has", "more"]:  # the left image has more X than the right image
+            d = parse_np(rest[2: rest.index("than")])
+            return count(d, image[which[1]]) > count(d, 1 - image[which[1]])
+        if rest[:2] == ["has", "exactly"]:  # the left image has exactly two X
+            return count(parse_np(rest[3:]), image[which[1]]) == NUMBERS[rest[2]]
+        assert rest[0] in ("contains", "contain") and rest[1] == "a", text
+        truth = [any(matches(o, parse_np(rest[2:])) for o in s.objects) for s in pair]
+    if which[0] == "the":
+        return truth[image[which[1]]]
+    if which[0] == "both":
+        return all(truth)
+    assert which == ["exactly", "one", "image"], text
+    return sum(truth) == 1
+
+
+def attribute_of(word: str):
+    """('colour', 'red') for 'red', ('shape', 'circle') for 'circles', else None."""
+    for attr, values in (("size", scenes.SIZES), ("colour", scenes.COLOURS), ("shape", scenes.SHAPES)):
+        if word in values or (attr == "shape" and word.rstrip("s") in values):
+            return attr, word.rstrip("s") if attr == "shape" else word
+    return None
+
+
+def entailment_brute_force(text: str, scene, colours) -> str:
+    """Enumerate every completion of the hidden cells with a reduced vocabulary: the values
+    the hypothesis names plus one value it does not name, per attribute."""
+    w = text.split()[:-1]
+    hidden = scene.hidden_cells
+    visible = [o for o in scene.objects if pos(o) not in hidden]
+    named = {"size": set(), "colour": set(), "shape": set()}
+    for attr_value in filter(None, map(attribute_of, w)):
+        named[attr_value[0]].add(attr_value[1])
+    pools = {"size": scenes.SIZES, "colour": colours, "shape": scenes.SHAPES}
+    values = {k: sorted(v) + [x for x in pools[k] if x not in v][:1] for k, v in named.items()}
+    kinds = [None] + list(itertools.product(values["size"], values["colour"], values["shape"]))
+    outcomes = set()
+    for fill in itertools.product(kinds, repeat=len(hidden)):
+        extra = [scenes.Object(r, c, k[2], k[1], k[0], 0, 0) for (r, c), k in zip(hidden, fill) if k]
+        objs = visible + extra
+        if w[:3] == ["there", "is", "a"]:
+            outcomes.add(any(matches(o, parse_np(w[3:])) for o in objs))
+        elif w[:3] == ["there", "is", "no"]:
+            outcomes.add(not any(matches(o, parse_np(w[3:])) for o in objs))
+        elif w[0] == "every":
+            i = w.index("is")
+            pred = parse_np(w[i + 2:] if w[i + 1] == "a" else w[i + 1:])
+            outcomes.add(all(matches(o, pred) for o in objs if matches(o, parse_np(w[1:i]))))
+        elif w[0] == "there":  # there is/are at least / at most / exactly n X
+            bound = w[2] if w[2] == "exactly" else " ".join(w[2:4])
+            rest = w[3:] if w[2] == "exactly" else w[4:]
+            n, count = NUMBERS[rest[0]], sum(matches(o, parse_np(rest[1:])) for o in objs)
+            outcomes.add({"at least": count >= n, "at most": count <= n, "exactly": count == n}[bound])
+        elif w[0] == "a":
+            d1, rel, d2 = split_relation(w[1:])
+            outcomes.add(exists_pair(objs, parse_np(d1[:-1]), rel, parse_np(d2)))
+        else:  # the X is rel the Y: the unique visible match, else the one behind the curtain
+            d1, rel, d2 = split_relation(w[1:])
+            refs = []
+            for d in (parse_np(d1[:-1]), parse_np(d2)):
+                seen = [o for o in visible if matches(o, d)]
+                assert len(seen) <= 1, "a definite description with several visible referents"
+                refs.append(seen if seen else [o for o in extra if matches(o, d)])
+            if len(refs[0]) == 1 and len(refs[1]) == 1 and refs[0][0] is not refs[1][0]:
+                outcomes.add(related(rel, pos(refs[0][0]), pos(refs[1][0])))
+    assert outcomes, f"no completion gives {text!r} a meaning"
+    return "neutral" if len(outcomes) == 2 else "entailment" if True in outcomes else "contradiction"
+
+
+def vqa_answer(text: str, scene) -> str:
+    w, objs = text.split()[:-1], scene.objects
+
+    def the(d, among):
+        found = [o for o in among if matches(o, d)]
+        assert len(found) == 1, f"{text!r}: {len(found)} referents"
+        return found[0]
+
+    if w[0] == "is":  # is there a X (rel the Y) ?
+        if any(x in w for x in ("left", "right", "above", "below")):
+            d1, rel, d2 = split_relation(w[3:])
+            ref = the(parse_np(d2), objs)
+            return "yes" if any(matches(o, parse_np(d1)) and related(rel, pos(o), pos(ref)) for o in objs) else "no"
+        return "yes" if any(matches(o, parse_np(w[3:])) for o in objs) else "no"
+    if w[0] == "how":  # how many X are there / are rel the Y ?
+        if w[-1] == "there":
+            return str(sum(matches(o, parse_np(w[2:-2])) for o in objs))
+        i = w.index("are")
+        rel_words = w[i + 1:]
+        d1, rel, d2 = split_relation(["x"] + rel_words)
+        ref = the(parse_np(d2), objs)
+        d = parse_np(w[2:i])
+        # not degenerate: the relation must leave out some matching object
+        assert any(matches(o, d) and o is not ref and not related(rel, pos(o), pos(ref)) for o in objs)
+        return str(sum(matches(o, d) and related(rel, pos(o), pos(ref)) for o in objs))
+    attr = w[1]  # what colour / shape / size is the X (rel the Y) ?
+    if any(x in w for x in ("left", "right", "above", "below")):
+        d1, rel, d2 = split_relation(w[4:])
+        ref = the(parse_np(d2), objs)
+        target = the(parse_np(d1), [o for o in objs if related(rel, pos(o), pos(ref))])
+        assert sum(matches(o, parse_np(d1)) for o in objs) >= 2, "the relation is redundant"
+    else:
+        target = the(parse_np(w[4:]), objs)
+    return getattr(target, attr)
+
+
+def test_reasoning_labels_agree_with_an_independent_check(raw):
+    _, splits = raw
+    r = splits["reasoning"]
+    for (i, j), text, label in zip(r.image_index.tolist(), r.texts, r.labels.tolist()):
+        assert check_statement(text, (r.scenes[i], r.scenes[j])) == bool(label), text
+
+
+def test_entailment_labels_agree_with_brute_force(raw):
+    cfg, splits = raw
+    r = splits["entailment"]
+    checked = Counter()
+    for (i,), text, label, family in zip(r.image_index.tolist(), r.texts, r.labels.tolist(), r.family.tolist()):
+        scene = r.scenes[i]
+        # all small hidden regions, and some of 3 cells (enumeration grows as 9^cells)
+        if len(scene.hidden_cells) <= 2 or (len(scene.hidden_cells) == 3 and checked[family, "3 cells"] < 10):
+            expected = entailment_brute_force(text, scene, cfg.scene_config().colours)
+            assert expected == scenes.ENTAILMENT_LABELS[label], (text, scene)
+            checked[family, "3 cells"] += len(scene.hidden_cells) == 3
+            checked[family] += 1
+    assert all(checked[f] >= 40 for f in range(len(FAMILIES["entailment"]))), checked
+
+
+def test_vqa_answers_agree_with_an_independent_check(raw):
+    cfg, splits = raw
+    r, answers = splits["vqa"], data.answer_vocabulary(cfg)
+    for (i,), text, label in zip(r.image_index.tolist(), r.texts, r.labels.tolist()):
+        assert vqa_answer(text, r.scenes[i]) == answers[label], text
+
+
+def test_captions_are_true_of_the_visible_scene(raw):
+    _, splits = raw
+    for r in splits.values():
+        for scene, text in zip(r.scenes, r.captions):
+            visible = scene.visible_objects
+            clauses = [c.split() for c in text[:-2].split(" . ")]
+            for c in clauses:
+                if c == ["a", "curtain"]:
+                    assert scene.curtain is not None
+                elif len(c) > 4:
+                    d1, rel, d2 = split_relation(c[1:])
+                    assert exists_pair(visible, parse_np(d1), rel, parse_np(d2)), text
+                else:
+                    assert any(matches(o, parse_np(c[1:])) for o in visible), text
+            assert (["a", "curtain"] in clauses) == (scene.curtain is not None)
+
+
+# ------------------------------------------------------------------- scenes and rendering
+
+def test_scenes_follow_the_config(raw):
+    cfg, splits = raw
+    for r in splits.values():
+        assert r.images.shape[1:] == (cfg.image_size, cfg.image_size, 3) and r.images.dtype == np.uint8
+        for s in r.scenes:
+            assert cfg.min_objects <= len(s.objects) <= cfg.max_objects
+            assert len({pos(o) for o in s.objects}) == len(s.objects)
+            assert all(0 <= o.row < cfg.grid_size and 0 <= o.col < cfg.grid_size for o in s.objects)
+    has_curtain = [s.curtain is not None for s in splits["entailment"].scenes]
+    assert 0.2 <= 1 - np.mean(has_curtain) <= 0.25
+    assert all(s.curtain is None for t in ("reasoning", "vqa") for s in splits[t].scenes)
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_fast_renderer_matches_pillow_and_curtain_hides(size):
+    cfg = DataConfig(**DATA_SIZES[size]).scene_config()
+    rng = np.random.default_rng(0)
+    batch = [scenes.sample_scene(rng, cfg, curtain=i % 2 == 0) for i in range(40)]
+    fast = scenes.render_batch(batch, cfg)
+    assert np.array_equal(fast, np.stack([scenes.render(s, cfg) for s in batch]))
+    for s, image in zip(batch, fast):  # removing hidden objects changes no pixel
+        if s.curtain:
+            bare = replace(s, objects=s.visible_objects)
+            assert np.array_equal(image, scenes.render(bare, cfg))
+
+
+# ----------------------------------------------------------------- determinism and splits
+
+def test_generation_is_deterministic_and_independent_of_workers(monkeypatch):
+    cfg = tiny(train_examples=96)
+    monkeypatch.setattr(data, "GROUPS_PER_CHUNK", 5)  # several chunks, so two workers share them
+    for task in TASKS:
+        a, b = generate_split(cfg, task, "train"), generate_split(replace(cfg, workers=2), task, "train")
+        assert a.images.tobytes() == b.images.tobytes()
+        assert a.texts == b.texts and a.captions == b.captions
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.image_index, b.image_index)
+
+
+def test_label_balance_per_family(raw):
+    _, splits = raw
+    for task, r in splits.items():
+        for f, name in enumerate(FAMILIES[task]):
+            labels = Counter(r.labels[r.family == f].tolist())
+            n = sum(labels.values())
+            assert n >= 60, (name, n)
+            shares = sorted(v / n for v in labels.values())
+            if task == "reasoning":
+                assert abs(shares[-1] - 0.5) <= 0.02, (name, labels)
+            elif task == "entailment":
+                assert len(labels) == 3 and shares[0] >= 0.05 and shares[-1] <= 0.6, (name, labels)
+            elif name in ("C1_exist_control", "C3_exist_binding", "C7_exist_relation"):
+                assert len(labels) == 2 and abs(shares[-1] - 0.5) <= 0.05, (name, labels)
+            else:
+                assert shares[-1] <= 0.35, (name, labels)
+    r = splits["entailment"]
+    for group in data.ENTAILMENT_GROUPS:  # exactly a third of each label per group of families
+        in_group = torch.isin(r.family, torch.tensor(group))
+        counts = Counter(r.labels[in_group].tolist())
+        assert max(counts.values()) - min(counts.values()) <= 4, (group, counts)
+
+
+def test_every_text_template_occurs_with_every_label(raw):
+    """The label depends on the image: one skeleton (text with attribute words removed)
+    takes every label of its family."""
+    _, splits = raw
+    for task in ("reasoning", "entailment"):
+        r = splits[task]
+        skeleton = Counter()
+        for text, label in zip(r.texts, r.labels.tolist()):
+            words = [w for w in text.split() if not attribute_of(w)]
+            skeleton[" ".join(words), label] += 1
+        by_text = Counter()
+        for (s, _), n in skeleton.items():
+            by_text[s] += n
+        common = [s for s, n in by_text.items() if n >= 30]
+        assert common
+        for s in common:
+            assert sum(skeleton[s, y] > 0 for y in range(2 if task == "reasoning" else 3)) >= 2, s
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+def test_tokenizer_round_trip_specials_unknowns_and_files(tmp_path):
+    tok = Tokenizer.build(["There is a red circle.", "how many squares ?"])
+    assert tok.itos[:5] == ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    assert (tok.PAD, tok.CLS, tok.SEP, tok.UNK, tok.MASK) == (0, 1, 2, 3, 4)
+    assert tok.itos[5:] == sorted(tok.itos[5:]) and len(tok) == len(tok.itos)
+    ids = tok.encode("there is a red circle .")
+    assert ids[0] == tok.CLS and ids[-1] == tok.SEP and tok.UNK not in ids
+    assert tok.decode(ids) == "there is a red circle ."
+    assert Tokenizer.split("Red circle, left.") == ["red", "circle", ",", "left", "."]
+    assert tok.encode("a purple banana")[2:4] == [tok.UNK, tok.UNK]
+    batch = tok.encode_batch(["there is a red circle .", "how many ?"], max_len=10)
+    assert batch.shape == (2, 10) and batch.dtype == torch.long and batch[1, 5:].eq(0).all()
+    with pytest.raises(ValueError, match="how many squares"):
+        tok.encode_batch(["how many squares ?"], max_len=4)
+    tok.save(str(tmp_path / "tok.json"))
+    assert Tokenizer.load(str(tmp_path / "tok.json")).itos == tok.itos
+    assert Tokenizer.from_dict(json.loads(json.dumps(tok.to_dict()))).encode("red circle") == tok.encode("red circle")
+
+
+def test_lexicon_covers_the_training_texts(raw):
+    cfg, splits = raw
+    built = Tokenizer.build([t for r in splits.values() for t in r.texts + r.captions])
+    assert set(built.itos) <= set(Tokenizer(data.lexicon(cfg)).itos)
+
+
+# ---------------------------------------------------------------- benchmark and batches
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    cfg = tiny(train_examples=48, eval_examples=24, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return build_benchmark(cfg, progress=False)
+
+
+def test_make_batch_shapes_and_mask(bench):
+    cfg = bench.config
+    for task in TASKS:
+        split = bench.splits[task]["train"]
+        index = torch.tensor([0, 3, 5])
+        b = make_batch(split, index)
+        assert b["images"].shape == (3, NUM_IMAGES[task], 3, cfg.image_size, cfg.image_size)
+        assert b["images"].dtype == torch.float32 and -1 <= b["images"].min() and b["images"].max() <= 1
+        expected = split.images[split.image_index[5, 0]].permute(2, 0, 1).float() / 255
+        assert torch.allclose(b["images"][2, 0], (expected - 0.5) / 0.5)
+        assert b["text_ids"].shape == (3, cfg.max_text_len) and b["text_mask"].dtype == torch.bool
+        assert torch.equal(b["text_mask"], b["text_ids"] != 0) and b["text_mask"][:, 0].all()
+        assert torch.equal(b["labels"], split.labels[index])
+        assert ("vqa_scores" in b) == (task == "vqa")
+    assert bench.num_classes("reasoning") == 2 and bench.num_classes("entailment") == 3
+    assert bench.num_classes("vqa") == len(bench.answers) == bench.splits["vqa"]["train"].vqa_scores.shape[1]
+    captions = bench.captions["val"]
+    assert len(captions) == len(captions.images) == sum(len(bench.splits[t]["val"].images) for t in TASKS)
+
+
+def test_cache_hit_returns_identical_data(bench, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("generated again despite the cache")
+    monkeypatch.setattr(data, "generate_split", fail)
+    again = build_benchmark(bench.config, progress=False)
+    for task in TASKS:
+        for s in data.SPLITS:
+            a, b = bench.splits[task][s], again.splits[task][s]
+            assert torch.equal(a.images, b.images) and torch.equal(a.text_ids, b.text_ids)
+            assert torch.equal(a.labels, b.labels) and a.texts == b.texts
+    assert again.captions["train"].texts == bench.captions["train"].texts
+    assert not [f for f in os.listdir(bench.config.cache_dir) if f.endswith(".tmp")]
+
+
+def test_train_examples_truncates_training_split_only(tmp_path):
+    small = build_benchmark(tiny(train_examples=30, eval_examples=20), tasks=("vqa", "reasoning"), progress=False)
+    large = build_benchmark(tiny(train_examples=60, eval_examples=20), tasks=("vqa", "reasoning"), progress=False)
+    for task in ("vqa", "reasoning"):
+        a, b = small.splits[task]["train"], large.splits[task]["train"]
+        assert len(a) == 30 and len(b) == 60 and b.texts[:30] == a.texts
+        assert torch.equal(b.labels[:30], a.labels) and torch.equal(b.images[: len(a.images)], a.images)
+        for s in ("val", "test"):
+            assert small.splits[task][s].texts == large.splits[task][s].texts
+            assert torch.equal(small.splits[task][s].images, large.splits[task][s].images)
+
+
+def test_splits_share_no_image(bench):
+    for task in TASKS:
+        seen = {s: {hashlib.sha1(im.numpy().tobytes()).hexdigest() for im in bench.splits[task][s].images}
+                for s in data.SPLITS}
+        assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"])
+
+
+def test_too_long_text_raises(bench):
+    cfg = replace(bench.config, max_text_len=8)
+    with pytest.raises(ValueError, match="max_text_len=8"):
+        build_benchmark(cfg, progress=False)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("image_size", 16), ("grid_size", 1), ("cell_size", 2), ("min_objects", 1), ("max_objects", 2),
+    ("max_objects", 17), ("num_colours", 7), ("small_size", 0.95), ("large_size", 1.5), ("jitter", -1),
+    ("curtain_min_cells", 0), ("curtain_max_cells", 1), ("vqa_questions_per_image", 0),
+    ("vqa_noise", 1.0), ("train_examples", 0), ("eval_examples", 0), ("max_text_len", 4),
+    ("seed", -1), ("workers", -1),
+])
+def test_bad_config_raises_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        tiny(**{field: value}).validate()
+    with pytest.raises(ValueError, match="tasks"):
+        build_benchmark(tiny(), tasks=("captioning",), progress=False)
+
+
+# ---------------------------------------------------------------------- VQA soft scores
+
+def test_soft_score_equals_official_leave_one_out_accuracy():
+    for k in range(11):  # an answer given by k of 10 annotators
+        votes = [1] * k + [0] * (10 - k)
+        official = np.mean([min(1.0, sum(votes[:i] + votes[i + 1:]) / 3) for i in range(10)])
+        assert abs(official - SOFT_SCORE[min(k, 4)]) < 1e-9
+
+
+def test_vqa_scores_and_accuracy(raw):
+    cfg, splits = raw
+    annotators = torch.tensor([[0] * 10, [0] * 7 + [1] * 3, [2] * 2 + [3] * 8])
+    scores = vqa_soft_scores(annotators, 5)
+    assert torch.allclose(scores[1], torch.tensor([1.0, 0.9, 0, 0, 0]))
+    assert torch.allclose(scores[2], torch.tensor([0, 0, 0.6, 1.0, 0]))
+    logits = torch.tensor([[0.0, 1, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]])
+    assert torch.allclose(vqa_accuracy(logits, scores), torch.tensor([0.0, 0.9, 0.6]))
+    r = splits["vqa"]
+    right = (r.annotators == r.labels[:, None]).float().mean()
+    assert abs(right - (1 - cfg.vqa_noise)) < 0.02  # noisy annotators, as configured
+    scores = vqa_soft_scores(r.annotators, len(data.answer_vocabulary(cfg)))
+    assert (scores.gather(1, r.labels[:, None]) >= 0.9).float().mean() > 0.97
