@@ -56,10 +56,12 @@ class ModelConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
-# Named sizes. `tiny` runs in seconds on a CPU (tests); `small` is the default and trains
-# in minutes on one GPU; `vilt-b32` is the papers' size (ViLT-B/32: 12 x 768, 384 px).
+# Named sizes. `tiny` runs in seconds on a CPU (tests); `mini` is for experiments on a CPU
+# (the benchmark's full 64 px scenes, a narrow model); `small` is the default and trains in
+# minutes on one GPU; `vilt-b32` is the papers' size (ViLT-B/32: 12 x 768, 384 px).
 MODEL_SIZES = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=32, image_size=32, patch_size=8, max_text_len=32),
+    "mini": dict(n_layer=3, n_head=4, n_embd=64, image_size=64, patch_size=8, max_text_len=32),
     "small": dict(n_layer=4, n_head=4, n_embd=256, image_size=64, patch_size=8, max_text_len=32),
     "vilt-b32": dict(n_layer=12, n_head=12, n_embd=768, image_size=384, patch_size=32, max_text_len=40),
 }

@@ -302,7 +302,7 @@ def test_label_balance_per_family(raw):
             if task == "reasoning":
                 assert abs(shares[-1] - 0.5) <= 0.02, (name, labels)
             elif task == "entailment":
-                assert len(labels) == 3 and shares[0] >= 0.05 and shares[-1] <= 0.6, (name, labels)
+                assert len(labels) == 3 and shares[0] >= 0.15 and shares[-1] <= 0.5, (name, labels)
             elif name in ("C1_exist_control", "C3_exist_binding", "C7_exist_relation"):
                 assert len(labels) == 2 and abs(shares[-1] - 0.5) <= 0.05, (name, labels)
             else:
@@ -314,23 +314,20 @@ def test_label_balance_per_family(raw):
         assert max(counts.values()) - min(counts.values()) <= 4, (group, counts)
 
 
-def test_every_text_template_occurs_with_every_label(raw):
-    """The label depends on the image: one skeleton (text with attribute words removed)
-    takes every label of its family."""
+def test_no_text_skeleton_gives_the_label_away(raw):
+    """Text alone should be near chance: within a family, a skeleton (the text with its
+    attribute words removed) takes several labels, none of them most of the time."""
     _, splits = raw
-    for task in ("reasoning", "entailment"):
-        r = splits[task]
-        skeleton = Counter()
-        for text, label in zip(r.texts, r.labels.tolist()):
-            words = [w for w in text.split() if not attribute_of(w)]
-            skeleton[" ".join(words), label] += 1
-        by_text = Counter()
-        for (s, _), n in skeleton.items():
-            by_text[s] += n
-        common = [s for s, n in by_text.items() if n >= 30]
-        assert common
+    for task, r in splits.items():
+        counts, totals = Counter(), Counter()
+        for text, label, family in zip(r.texts, r.labels.tolist(), r.family.tolist()):
+            skeleton = (family, " ".join(w for w in text.split() if not attribute_of(w)))
+            counts[skeleton, label] += 1
+            totals[skeleton] += 1
+        common = [s for s, n in totals.items() if n >= 30]
+        assert len(common) >= len(FAMILIES[task])
         for s in common:
-            assert sum(skeleton[s, y] > 0 for y in range(2 if task == "reasoning" else 3)) >= 2, s
+            assert max(n for (k, _), n in counts.items() if k == s) / totals[s] <= 0.7, (task, s)
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -177,7 +177,7 @@ def test_bad_inputs_are_named():
 
 
 def test_named_sizes_match_the_papers():
-    assert set(MODEL_SIZES) == {"tiny", "small", "vilt-b32"}
+    assert set(MODEL_SIZES) == {"tiny", "mini", "small", "vilt-b32"}
     cfg = model_config("vilt-b32", vocab_size=30522, num_answers=3129)
     assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.mlp_ratio * cfg.n_embd) == (12, 768, 12, 3072)
     assert (cfg.patch_size, cfg.image_size, cfg.max_text_len) == (32, 384, 40)
