@@ -20,12 +20,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import tasks  # noqa: E402
 import scenes  # noqa: E402
 from data import (DATA_SIZES, FAMILIES, NUM_IMAGES, SOFT_SCORE, TASKS, DataConfig,  # noqa: E402
                   Tokenizer, build_benchmark, generate_split, make_batch, vqa_accuracy,
                   vqa_soft_scores)
 
-NUMBERS = {w: i for i, w in enumerate(data.NUMBER_WORDS)}
+NUMBERS = {w: i for i, w in enumerate(tasks.NUMBER_WORDS)}
 
 
 def tiny(**overrides) -> DataConfig:
@@ -229,7 +230,7 @@ def test_entailment_labels_agree_with_brute_force(raw):
 
 def test_vqa_answers_agree_with_an_independent_check(raw):
     cfg, splits = raw
-    r, answers = splits["vqa"], data.answer_vocabulary(cfg)
+    r, answers = splits["vqa"], tasks.answer_vocabulary(cfg)
     for (i,), text, label in zip(r.image_index.tolist(), r.texts, r.labels.tolist()):
         assert vqa_answer(text, r.scenes[i]) == answers[label], text
 
@@ -308,7 +309,7 @@ def test_label_balance_per_family(raw):
             else:
                 assert shares[-1] <= 0.35, (name, labels)
     r = splits["entailment"]
-    for group in data.ENTAILMENT_GROUPS:  # exactly a third of each label per group of families
+    for group in tasks.ENTAILMENT_GROUPS:  # exactly a third of each label per group of families
         in_group = torch.isin(r.family, torch.tensor(group))
         counts = Counter(r.labels[in_group].tolist())
         assert max(counts.values()) - min(counts.values()) <= 4, (group, counts)
@@ -354,7 +355,7 @@ def test_tokenizer_round_trip_specials_unknowns_and_files(tmp_path):
 def test_lexicon_covers_the_training_texts(raw):
     cfg, splits = raw
     built = Tokenizer.build([t for r in splits.values() for t in r.texts + r.captions])
-    assert set(built.itos) <= set(Tokenizer(data.lexicon(cfg)).itos)
+    assert set(built.itos) <= set(Tokenizer(tasks.lexicon(cfg)).itos)
 
 
 # ---------------------------------------------------------------- benchmark and batches
@@ -458,5 +459,5 @@ def test_vqa_scores_and_accuracy(raw):
     r = splits["vqa"]
     right = (r.annotators == r.labels[:, None]).float().mean()
     assert abs(right - (1 - cfg.vqa_noise)) < 0.02  # noisy annotators, as configured
-    scores = vqa_soft_scores(r.annotators, len(data.answer_vocabulary(cfg)))
+    scores = vqa_soft_scores(r.annotators, len(tasks.answer_vocabulary(cfg)))
     assert (scores.gather(1, r.labels[:, None]) >= 0.9).float().mean() > 0.97
