@@ -236,6 +236,10 @@ def markdown(rows, cfg, device, peak):
         peak_text = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
         lines.append(f"| {r['row']} | {r['model']} | {r['ms']:.2f} | {r['throughput']:,.0f} {r['unit']}/s | "
                      f"{speedup_text} | {r['gflops_per_sample']:.3f} | {r['tflops']:.2f} | {peak_text} |")
+    ms = {r["row"]: r["ms"] for r in rows}
+    if "train student, soft labels" in ms:
+        ratio = ms["train student, soft labels + attention"] / ms["train student, soft labels"]
+        lines += ["", f"A soft labels + attention step costs {ratio:.2f}x a soft-labels step."]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ colours to shapes, which is what fusion does well and what the student must lear
 import random
 
 import torch
+import torch.nn.functional as F
 
 from data import Tokenizer
 from scenes import COLOURS
@@ -67,8 +68,8 @@ def _kinds_and_others(n_images, index, generator):
 class ITMBatches:
     """An endless stream of ITM batches over one caption split, random from a seed."""
 
-    def __init__(self, captions, tokenizer, batch_size, seed, device):
-        self.captions, self.batch_size = captions, batch_size
+    def __init__(self, captions, tokenizer, batch_size, seed, device, image_size=None):
+        self.captions, self.batch_size, self.image_size = captions, batch_size, image_size
         self.swapped = swap_two_colours(captions.text_ids, colour_token_ids(tokenizer), seed).to(device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -76,7 +77,18 @@ class ITMBatches:
         n = len(self.captions)
         index = torch.randint(n, (self.batch_size,), generator=self.generator, device=self.swapped.device)
         kind, other = _kinds_and_others(n, index, self.generator)
-        return itm_batch(self.captions, index, kind, other, self.swapped)
+        batch = itm_batch(self.captions, index, kind, other, self.swapped)
+        if self.image_size and batch["images"].shape[-1] != self.image_size:   # vilt-b32: 384 px inputs
+            B = len(index)
+            images = F.interpolate(batch["images"].flatten(0, 1), size=self.image_size, mode="nearest")
+            batch["images"] = images.view(B, 1, 3, self.image_size, self.image_size)
+        return batch
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
 
 
 def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234):

@@ -27,7 +27,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -76,7 +78,9 @@ class TrainConfig:
     dtype: str = "auto"                  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     compile: bool = False                # torch.compile the trained model
     out_dir: str = "runs/default"        # everything a run writes goes here
+    resume: bool = True                  # continue what --out-dir holds: skip finished runs, resume a stopped one
     progress: bool = True                # tqdm progress bars
+    speed: bool = True                   # add bench.py's inference speed-up column to the table
 
 
 # Presets applied by --size before explicit flags: `tiny` runs end to end on a CPU in minutes.
@@ -238,6 +242,30 @@ class EpochSampler:
         self.position += self.batch_size
         return index
 
+    def state_dict(self):
+        return {"order": self.order.cpu(), "position": self.position, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.order, self.position = state["order"].to(self.order.device), state["position"]
+        self.generator.set_state(state["generator"])
+
+
+class TaskBatches:
+    """Training batches of one task split, in the order of an EpochSampler."""
+
+    def __init__(self, split, batch_size, seed, device, image_size):
+        self.split, self.image_size = split, image_size
+        self.sampler = EpochSampler(len(split), batch_size, seed, device)
+
+    def next(self):
+        return fit_images(make_batch(self.split, self.sampler.next()), self.image_size)
+
+    def state_dict(self):
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state)
+
 
 # -----------------------------------------------------------------------------
 # Evaluation
@@ -298,10 +326,34 @@ def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device
     return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, grad_norm
 
 
-def fit(name, model, task, next_batch, validate, steps, cfg: TrainConfig, device, log, bench, teacher=None,
-        weights=None):
-    """Train `model` for `steps` steps; validate every eval_every steps; keep the best checkpoint.
-    Returns the path of the best checkpoint and its validation accuracy."""
+class StopRequest:
+    """Ctrl-C sets a flag; the loop finishes its step, saves, and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:            # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, log, bench, teacher=None,
+        weights=None, stop_after=None):
+    """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every eval_every
+    steps, keeping the best checkpoint apart from the last. A `-last.pt` left by an interrupted run is
+    resumed exactly (model, optimiser, schedule, data order, random state). `stop_after` simulates a
+    kill after that many steps (for tests). Returns the best checkpoint's path and validation accuracy."""
     stepper = torch.compile(model) if cfg.compile else model    # checkpoints always hold the plain module
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps)
@@ -311,12 +363,29 @@ def fit(name, model, task, next_batch, validate, steps, cfg: TrainConfig, device
     meta = dict(name=name, task=task, model_config=dataclasses.asdict(model.config),
                 train_config=dataclasses.asdict(cfg), model_class=type(model).__name__,
                 data_config=dataclasses.asdict(bench.config), tokenizer=bench.tokenizer.to_dict())
-    sums, finite, best_val, step = {}, torch.ones((), dtype=torch.bool, device=device), -1.0, 0
-    bar = tqdm(total=steps, desc=f"{name:<34}", disable=not cfg.progress, dynamic_ncols=True, leave=False)
+    best_val, start = -1.0, 1
+    if cfg.resume and os.path.exists(last_path):
+        state = load_checkpoint(last_path, expect=model.config, tokenizer=bench.tokenizer)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["rng"])
+        best_val, start = state["best_val"], state["step"] + 1
+        print(f"{name}: resuming at step {start} from {last_path}")
+
+    def save_last(step):
+        save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        schedule=schedule.state_dict(), batches=batches.state_dict(), rng=torch.get_rng_state(),
+                        step=step, best_val=best_val, **meta)
+
+    sums, finite = {}, torch.ones((), dtype=torch.bool, device=device)
+    bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not cfg.progress, dynamic_ncols=True,
+               leave=False)
     tick = time.perf_counter()
-    try:
-        for step in range(1, steps + 1):
-            terms, grad_norm = train_step(stepper, next_batch(), task, optimizer, schedule, cfg, device,
+    with StopRequest() as stop:
+        for step in range(start, steps + 1):
+            terms, grad_norm = train_step(stepper, batches.next(), task, optimizer, schedule, cfg, device,
                                           teacher, weights, layers)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -342,15 +411,16 @@ def fit(name, model, task, next_batch, validate, steps, cfg: TrainConfig, device
                 if metrics["accuracy"] > best_val:
                     best_val = metrics["accuracy"]
                     save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
-                save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                schedule=schedule.state_dict(), step=step, **meta)
+                save_last(step)
                 tick = time.perf_counter()
-    except KeyboardInterrupt:
-        save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        schedule=schedule.state_dict(), step=step, **meta)
-        bar.close()
-        raise SystemExit(f"\ninterrupted at step {step} of {name}; saved {last_path}. "
-                         f"Run the same command again to continue: finished runs are skipped.")
+
+            if stop.requested or step == stop_after:
+                if not finite.item():   # never save a broken state over the last good one
+                    raise SystemExit(f"error: {name}: the loss became NaN or inf; last good checkpoint: {last_path}")
+                save_last(step)
+                bar.close()
+                raise SystemExit(f"\nstopped after step {step} of {name}; saved {last_path}. "
+                                 f"Run the same command again to continue from there.")
     bar.close()
     return best_path, best_val
 
@@ -369,14 +439,15 @@ def pretrain(kind, seed, bench, cfg, device, log, teacher=None, weights=None):
     """ITM pre-training on the captions: ground truth for the teacher (and pretrain+dual), distillation
     from the pre-trained teacher for the DiDE student. Returns the best checkpoint's path."""
     name = f"pretrain-{kind}-seed{seed}"
-    done = finished_run(cfg.out_dir, name)
+    done = finished_run(cfg.out_dir, name) if cfg.resume else None
     if done:
         return done["checkpoint"]
     torch.manual_seed(seed)
     model = new_model("teacher" if kind == "teacher" else "student", cfg, bench, device)
-    batches = ITMBatches(bench.captions["train"], bench.tokenizer, cfg.batch_size, seed, device)
+    batches = ITMBatches(bench.captions["train"], bench.tokenizer, cfg.batch_size, seed, device,
+                         model.config.image_size)
     val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device)
-    best_path, best_val = fit(name, model, "itm", batches.next, lambda m: evaluate_itm(m, val_batches, cfg, device),
+    best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
                               cfg.pretrain_steps, cfg, device, log, bench, teacher, weights)
     record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
     print(f"{name}: ITM val accuracy {best_val:.2f}")
@@ -386,16 +457,15 @@ def pretrain(kind, seed, bench, cfg, device, log, teacher=None, weights=None):
 def finetune(row, task, seed, bench, cfg, device, log, init_from=None, teacher=None):
     """Train one row on one task; test its best-validation checkpoint. Finished runs are read back."""
     name = f"{task}-{row}-seed{seed}"
-    done = finished_run(cfg.out_dir, name)
+    done = finished_run(cfg.out_dir, name) if cfg.resume else None
     if done:
         return done
     torch.manual_seed(seed)
     model = new_model("teacher" if row == "teacher" else "student", cfg, bench, device, init_from)
     train, val, test = (bench.splits[task][s] for s in ("train", "val", "test"))
-    sampler = EpochSampler(len(train), cfg.batch_size, seed, device)
-    next_batch = lambda: fit_images(make_batch(train, sampler.next()), model.config.image_size)
+    batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
     weights = None if row == "teacher" else row_weights(row, cfg)
-    best_path, best_val = fit(name, model, task, next_batch, lambda m: evaluate(m, val, task, cfg, device),
+    best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, device),
                               cfg.steps, cfg, device, log, bench, teacher if weights else None, weights)
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, device)
@@ -493,7 +563,7 @@ def main(argv=None):
             if teacher is not None and distilled and seed == seeds[0]:
                 draw_attention(teacher, results[-1], task, bench, cfg, device)
 
-    speedups = inference_speedups(cfg, bench, device)
+    speedups = inference_speedups(cfg, bench, device) if cfg.speed else None
     table = results_table(results, tasks, rows, seeds, speedups)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:

@@ -129,3 +129,53 @@ def test_tiny_run_end_to_end(tmp_path):
     assert len(list((out / "attention").glob("*.png"))) == 3 * 3   # 3 examples for each task
     checkpoint = torch.load(out / "checkpoints" / "vqa-dual-seed0-best.pt", weights_only=True)
     assert checkpoint["model_config"]["n_embd"] == 32 and "tokenizer" in checkpoint
+
+
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
+    """Stop a run after 7 of 12 steps, run the same command again: the weights equal an uninterrupted run's."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
+              "--eval-every", "5", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train.main(common + ["--out-dir", str(whole)])
+    original_fit = train.fit
+    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": 7})
+    try:
+        with pytest.raises(SystemExit, match="stopped after step 7"):
+            train.main(common + ["--out-dir", str(parts)])
+    finally:
+        train.fit = original_fit
+    assert not (parts / "runs").exists()
+    train.main(common + ["--out-dir", str(parts)])
+    a = torch.load(whole / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    b = torch.load(parts / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 12
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_finished_runs_are_skipped_on_a_second_invocation(tmp_path, capsys):
+    argv = ["--size", "tiny", "--tasks", "vqa", "--rows", "dual", "--pretrain-steps", "0", "--steps", "4",
+            "--eval-every", "4", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache")]
+    first = train.main(argv)
+    log_lines = (tmp_path / "run" / "metrics.jsonl").read_text().count("\n")
+    second = train.main(argv)
+    assert first[0]["accuracy"] == second[0]["accuracy"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == log_lines   # nothing was retrained
+
+
+def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "20",
+            "--eval-every", "5", "--log-every", "5", "--progress", "false", "--speed", "false",
+            "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    calls = {"n": 0}
+
+    def poisoned(task, logits, batch):
+        calls["n"] += 1
+        loss = ground_truth_loss(task, logits, batch)
+        return loss * float("nan") if calls["n"] == 8 else loss
+    monkeypatch.setattr(train, "ground_truth_loss", poisoned)
+    with pytest.raises(SystemExit, match="NaN or inf before step 10"):
+        train.main(argv)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    assert last["step"] == 5 and all(torch.isfinite(v).all() for v in last["model"].values())
