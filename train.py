@@ -35,7 +35,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
@@ -216,6 +218,55 @@ def autocast_for(cfg, device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
+@dataclass
+class Runtime:
+    """Where this process stands: its device, its rank among `world` processes (torchrun), its log.
+    Only rank 0 writes files and prints."""
+    device: torch.device
+    log: MetricsLog
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def write(self, **record):
+        if self.main:
+            self.log.write(**record)
+
+    def say(self, text):
+        if self.main:
+            print(text)
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup_distributed(cfg):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs.
+    Returns (rank, world size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(cfg)
+    device = resolve_device(cfg)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise SystemExit(f"error: --batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    return dist.get_rank(), world, device
+
+
+def shard(batch, rt):
+    """This process's rows of the global batch: every world-th row from its rank on."""
+    if rt.world == 1:
+        return batch
+    return {key: value[rt.rank::rt.world] for key, value in batch.items()}
+
+
 def fit_images(batch, image_size):
     """Resize the benchmark's images to the model's input size (only the vilt-b32 size differs)."""
     images = batch["images"]
@@ -349,13 +400,18 @@ class StopRequest:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, log, bench, teacher=None,
+def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runtime, bench, teacher=None,
         weights=None, stop_after=None):
     """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every eval_every
     steps, keeping the best checkpoint apart from the last. A `-last.pt` left by an interrupted run is
     resumed exactly (model, optimiser, schedule, data order, random state). `stop_after` simulates a
     kill after that many steps (for tests). Returns the best checkpoint's path and validation accuracy."""
-    stepper = torch.compile(model) if cfg.compile else model    # checkpoints always hold the plain module
+    device = rt.device
+    stepper = model
+    if rt.world > 1:   # gradients are averaged over processes; heads of other tasks get none, hence find_unused
+        stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
+    stepper = torch.compile(stepper) if cfg.compile else stepper   # checkpoints always hold the plain module
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps)
     layers = attention_layers(cfg, model.config.n_layer)
@@ -372,21 +428,26 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, l
         schedule.load_state_dict(state["schedule"])
         batches.load_state_dict(state["batches"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         best_val, start = state["best_val"], state["step"] + 1
-        print(f"{name}: resuming at step {start} from {last_path}")
+        rt.say(f"{name}: resuming at step {start} from {last_path}")
 
     def save_last(step):
-        save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        schedule=schedule.state_dict(), batches=batches.state_dict(), rng=torch.get_rng_state(),
-                        step=step, best_val=best_val, **meta)
+        if rt.main:
+            save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            schedule=schedule.state_dict(), batches=batches.state_dict(), rng=torch.get_rng_state(),
+                            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                            step=step, best_val=best_val, **meta)
 
     sums, finite = {}, torch.ones((), dtype=torch.bool, device=device)
-    bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not cfg.progress, dynamic_ncols=True,
+    bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
+               dynamic_ncols=True,
                leave=False)
     tick = time.perf_counter()
     with StopRequest() as stop:
         for step in range(start, steps + 1):
-            terms, grad_norm = train_step(stepper, batches.next(), task, optimizer, schedule, cfg, device,
+            terms, grad_norm = train_step(stepper, shard(batches.next(), rt), task, optimizer, schedule, cfg, device,
                                           teacher, weights, layers)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -394,6 +455,10 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, l
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == steps:        # the only host-device syncs of the loop
+                if rt.world > 1:   # every process stops together
+                    finite_everywhere = finite.int()
+                    dist.all_reduce(finite_everywhere, op=dist.ReduceOp.MIN)
+                    finite = finite_everywhere.bool()
                 if not finite.item():
                     raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
                                      f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
@@ -401,17 +466,19 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, l
                 means = {key: value.item() / done for key, value in sums.items()}
                 rate = done * cfg.batch_size / elapsed
                 bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
-                log.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
+                rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
                           ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
                 sums, tick = {}, time.perf_counter()
 
             if step % cfg.eval_every == 0 or step == steps:
                 metrics = validate(model)
-                log.write(kind="val", run=name, step=step, **metrics)
-                bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}")
+                rt.write(kind="val", run=name, step=step, **metrics)
+                if rt.main:
+                    bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}")
                 if metrics["accuracy"] > best_val:
                     best_val = metrics["accuracy"]
-                    save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
+                    if rt.main:
+                        save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
                 save_last(step)
                 tick = time.perf_counter()
 
@@ -423,6 +490,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, device, l
                 raise SystemExit(f"\nstopped after step {step} of {name}; saved {last_path}. "
                                  f"Run the same command again to continue from there.")
     bar.close()
+    rt.barrier()   # the checkpoints are on disk before any process reads them
     return best_path, best_val
 
 
@@ -436,10 +504,10 @@ def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
     return model
 
 
-def pretrain(kind, seed, bench, cfg, device, log, teacher=None, weights=None):
+def pretrain(kind, seed, bench, cfg, rt: Runtime, teacher=None, weights=None):
     """ITM pre-training on the captions: ground truth for the teacher (and pretrain+dual), distillation
     from the pre-trained teacher for the DiDE student. Returns the best checkpoint's path."""
-    name = f"pretrain-{kind}-seed{seed}"
+    name, device = f"pretrain-{kind}-seed{seed}", rt.device
     done = finished_run(cfg.out_dir, name) if cfg.resume else None
     if done:
         return done["checkpoint"]
@@ -449,15 +517,17 @@ def pretrain(kind, seed, bench, cfg, device, log, teacher=None, weights=None):
                          model.config.image_size)
     val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device)
     best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
-                              cfg.pretrain_steps, cfg, device, log, bench, teacher, weights)
-    record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
-    print(f"{name}: ITM val accuracy {best_val:.2f}")
+                              cfg.pretrain_steps, cfg, rt, bench, teacher, weights)
+    if rt.main:
+        record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
+    rt.barrier()
+    rt.say(f"{name}: ITM val accuracy {best_val:.2f}")
     return best_path
 
 
-def finetune(row, task, seed, bench, cfg, device, log, init_from=None, teacher=None):
+def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=None):
     """Train one row on one task; test its best-validation checkpoint. Finished runs are read back."""
-    name = f"{task}-{row}-seed{seed}"
+    name, device = f"{task}-{row}-seed{seed}", rt.device
     done = finished_run(cfg.out_dir, name) if cfg.resume else None
     if done:
         return done
@@ -467,13 +537,15 @@ def finetune(row, task, seed, bench, cfg, device, log, init_from=None, teacher=N
     batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
     weights = None if row == "teacher" else row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, device),
-                              cfg.steps, cfg, device, log, bench, teacher if weights else None, weights)
+                              cfg.steps, cfg, rt, bench, teacher if weights else None, weights)
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, device)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
-    log.write(kind="test", **result)
-    record_run(cfg.out_dir, name, result)
-    print(f"{name}: test accuracy {result['accuracy']:.2f} (best val {best_val:.2f})")
+    rt.write(kind="test", **result)
+    if rt.main:
+        record_run(cfg.out_dir, name, result)
+    rt.barrier()
+    rt.say(f"{name}: test accuracy {result['accuracy']:.2f} (best val {best_val:.2f})")
     return result
 
 
@@ -493,24 +565,29 @@ def prepare_out_dir(cfg):
 
 def main(argv=None):
     cfg, data_cfg = parse_args(argv)
-    device = resolve_device(cfg)
+    rank, world, device = setup_distributed(cfg)
     tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
-    prepare_out_dir(cfg)
+    command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
+    if rank == 0:
+        prepare_out_dir(cfg)
+        with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
+            json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg), "command": command},
+                      f, indent=2)
+    rt = Runtime(device, MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl")), rank, world)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
-    with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-        json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg), "command": command}, f,
-                  indent=2)
 
-    bench = build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress)
-    bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+    if not rt.main:
+        rt.barrier()   # rank 0 renders and caches the benchmark first; the others read the cache
+    bench = build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress and rt.main)
+    if rt.main:
+        rt.barrier()
+        bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     for task in tasks:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
         bench.splits[task] = {name: split.to(device) for name, split in bench.splits[task].items()}
     bench.captions = {name: split.to(device) for name, split in bench.captions.items()}
-    log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
-    print(f"device {device}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
+    rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
 
     distilled = [row for row in rows if row_weights(row, cfg) is not None]
     results = []
@@ -518,32 +595,34 @@ def main(argv=None):
         # stage 1: pre-training on image-caption pairs
         teacher_init, student_init = None, {}
         if cfg.pretrain_steps > 0 and ("teacher" in rows or distilled):
-            teacher_init = pretrain("teacher", seed, bench, cfg, device, log)
+            teacher_init = pretrain("teacher", seed, bench, cfg, rt)
         if "pretrain+dual" in rows:
-            student_init["pretrain+dual"] = pretrain("dual", seed, bench, cfg, device, log)
+            student_init["pretrain+dual"] = pretrain("dual", seed, bench, cfg, rt)
         if "pretrain+soft+attention" in rows:
             pretrained_teacher = freeze(new_model("teacher", cfg, bench, device, teacher_init))
             student_init["pretrain+soft+attention"] = pretrain(
-                "student", seed, bench, cfg, device, log, pretrained_teacher, row_weights("soft+attention", cfg))
+                "student", seed, bench, cfg, rt, pretrained_teacher, row_weights("soft+attention", cfg))
         # stage 2: fine-tuning, the teacher first, then every student row from the same frozen teacher
         for task in tasks:
             teacher = None
             if "teacher" in rows or distilled:
-                teacher_result = finetune("teacher", task, seed, bench, cfg, device, log, teacher_init)
+                teacher_result = finetune("teacher", task, seed, bench, cfg, rt, teacher_init)
                 if "teacher" in rows:
                     results.append(teacher_result)
                 teacher = freeze(new_model("teacher", cfg, bench, device, teacher_result["checkpoint"]))
             for row in rows:
                 if row != "teacher":
-                    results.append(finetune(row, task, seed, bench, cfg, device, log, student_init.get(row), teacher))
-            if teacher is not None and distilled and seed == seeds[0]:
+                    results.append(finetune(row, task, seed, bench, cfg, rt, student_init.get(row), teacher))
+            if rt.main and teacher is not None and distilled and seed == seeds[0]:
                 draw_attention(teacher, results[-1], task, bench, cfg, device)
 
+    if not rt.main:
+        return results
     speedups = inference_speedups(cfg, bench, device) if cfg.speed else None
     table = results_table(results, tasks, rows, seeds, speedups)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
-        f.write(f"# Results\n\nCommand: `{command}`  \nDevice: {device_name}\n\n{table}")
+        f.write(f"# Results\n\nCommand: `{command}`  \nDevice: {device_name} x {world}\n\n{table}")
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\n" + table)

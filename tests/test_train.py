@@ -179,3 +179,32 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
         train.main(argv)
     last = torch.load(tmp_path / "run" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
     assert last["step"] == 5 and all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
+    """torchrun, gloo backend, 2 processes x 8 rows = one process x 16 rows: the same weights."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
+              "--batch-size", "16", "--eval-every", "6", "--progress", "false", "--speed", "false",
+              "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert "device cpu x 2" in ddp.stdout                        # two processes took part
+    assert ddp.stdout.count("test accuracy") == 1                # only rank 0 prints
+    a = torch.load(tmp_path / "one" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
+
+
+def test_shards_of_all_processes_partition_the_global_batch():
+    batch = {"x": torch.arange(12), "y": torch.arange(12) * 10}
+    parts = [train.shard(batch, train.Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
+    assert all(len(p["x"]) == 4 for p in parts)
+    assert sorted(torch.cat([p["x"] for p in parts]).tolist()) == list(range(12))
+    assert all(torch.equal(p["y"], p["x"] * 10) for p in parts)
