@@ -471,6 +471,9 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 sums, tick = {}, time.perf_counter()
 
             if step % cfg.eval_every == 0 or step == steps:
+                if not finite.item():   # never save a broken state over the last good one
+                    raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; "
+                                     f"last good checkpoint: {last_path}")
                 metrics = validate(model)
                 rt.write(kind="val", run=name, step=step, **metrics)
                 if rt.main:

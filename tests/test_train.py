@@ -208,3 +208,21 @@ def test_shards_of_all_processes_partition_the_global_batch():
     assert all(len(p["x"]) == 4 for p in parts)
     assert sorted(torch.cat([p["x"] for p in parts]).tolist()) == list(range(12))
     assert all(torch.equal(p["y"], p["x"] * 10) for p in parts)
+
+
+def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "train.py", "--size", "tiny", "--tasks", "vqa", "--rows", "dual",
+                                "--pretrain-steps", "0", "--steps", "100000", "--log-every", "5", "--progress", "false",
+                                "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and "stopped after step" in stderr and "Traceback" not in stderr
+    state = torch.load(out / "checkpoints" / "vqa-dual-seed0-last.pt", weights_only=True)
+    assert state["step"] >= 5
