@@ -1,7 +1,7 @@
 """The built-in procedural benchmark: three tasks (tasks.py) on one scene grammar (scenes.py).
 
 This file holds the configuration, the word-level tokenizer, generation with its cache,
-and the tensors training reads (`build_benchmark`, `make_batch`). The tasks:
+and the tensors training reads (`build_benchmark`, `make_batch`, `TaskBatches`). The tasks:
 
 - reasoning  (NLVR2-like):   two images + statement -> True / False
 - entailment (SNLI-VE-like): image + hypothesis -> entailment / neutral / contradiction;
@@ -40,6 +40,7 @@ from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from scenes import ENTAILMENT_LABELS, Scene, SceneConfig, render_batch
@@ -390,6 +391,59 @@ def vqa_accuracy(logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """The soft score of the arg-max answer, float [B]; equal to the official VQA accuracy
     (the mean over the ten leave-one-annotator-out subsets of min(1, matches / 3))."""
     return scores.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+
+def fit_images(batch, image_size):
+    """Resize the benchmark's images to the model's input size (only the vilt-b32 size differs)."""
+    images = batch["images"]
+    if images.shape[-1] == image_size:
+        return batch
+    B, K = images.shape[:2]
+    resized = F.interpolate(images.flatten(0, 1), size=(image_size, image_size), mode="nearest")
+    return {**batch, "images": resized.view(B, K, 3, image_size, image_size)}
+
+
+class EpochSampler:
+    """Batches of indices: a fresh random order every epoch, drawn on the data's device."""
+
+    def __init__(self, n, batch_size, seed, device):
+        if batch_size > n:
+            raise SystemExit(f"error: --batch-size {batch_size} is larger than the training set ({n} examples)")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.order, self.position = torch.randperm(n, generator=self.generator, device=device), 0
+
+    def next(self):
+        if self.position + self.batch_size > self.n:
+            self.order, self.position = torch.randperm(self.n, generator=self.generator, device=self.order.device), 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return index
+
+    def state_dict(self):
+        return {"order": self.order.cpu(), "position": self.position, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.order, self.position = state["order"].to(self.order.device), state["position"]
+        self.generator.set_state(state["generator"])
+
+
+class TaskBatches:
+    """Training batches of one task split, in the order of an EpochSampler."""
+
+    def __init__(self, split, batch_size, seed, device, image_size):
+        self.split, self.image_size = split, image_size
+        self.sampler = EpochSampler(len(split), batch_size, seed, device)
+
+    def next(self):
+        return fit_images(make_batch(self.split, self.sampler.next()), self.image_size)
+
+    def state_dict(self):
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------- main

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from data import make_batch
+from data import fit_images, make_batch
 
 
 def mean_std(values):
@@ -40,7 +40,7 @@ def results_table(results, tasks, rows, seeds, speedups=None):
 def draw_attention(teacher, student_result, task, bench, cfg, device, examples=3):
     """Save the teacher's and the last student row's text-to-image attention for a few test examples."""
     from visualize import attention_figure
-    from train import fit_images, new_model
+    from train import new_model
     student = new_model("student", cfg, bench, device, student_result["checkpoint"])
     split = bench.splits[task]["test"]
     index = torch.arange(examples, device=device)

@@ -4,6 +4,7 @@
     python train.py --size tiny           # the same end to end on a CPU in a couple of minutes
     python train.py --rows teacher,dual --pretrain-steps 0   # the foundation: ground truth only
     python train.py --help                # every knob
+    torchrun --standalone --nproc_per_node=8 train.py   # several GPUs (DistributedDataParallel)
 
 Per seed: (1) the teacher is pre-trained on image-caption pairs with image-text matching
 (ITM); (2) for the row `pretrain+soft+attention`, a student is pre-trained by distillation
@@ -27,22 +28,19 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from runtime import Runtime, StopRequest, autocast_for, setup_distributed, shard
 from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
 from config import add_flags, given_values
-from data import DATA_SIZES, TASKS, DataConfig, build_benchmark, make_batch, vqa_accuracy
+from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark, fit_images, make_batch, vqa_accuracy
 from distill import DistillWeights, dide_loss, ground_truth_loss
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
@@ -203,122 +201,6 @@ def make_schedule(optimizer, cfg: TrainConfig, steps=None):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def resolve_device(cfg):
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {cfg.device}: CUDA is not available on this machine")
-    return device
-
-
-def autocast_for(cfg, device):
-    """bf16 autocast on CUDA (matmuls in bf16, soft-max and LayerNorm in fp32), plain fp32 on CPU."""
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
-@dataclass
-class Runtime:
-    """Where this process stands: its device, its rank among `world` processes (torchrun), its log.
-    Only rank 0 writes files and prints."""
-    device: torch.device
-    log: MetricsLog
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def write(self, **record):
-        if self.main:
-            self.log.write(**record)
-
-    def say(self, text):
-        if self.main:
-            print(text)
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-
-def setup_distributed(cfg):
-    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs.
-    Returns (rank, world size, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, resolve_device(cfg)
-    device = resolve_device(cfg)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if cfg.batch_size % world:
-        raise SystemExit(f"error: --batch-size {cfg.batch_size} must be divisible by the {world} processes")
-    return dist.get_rank(), world, device
-
-
-def shard(batch, rt):
-    """This process's rows of the global batch: every world-th row from its rank on."""
-    if rt.world == 1:
-        return batch
-    return {key: value[rt.rank::rt.world] for key, value in batch.items()}
-
-
-def fit_images(batch, image_size):
-    """Resize the benchmark's images to the model's input size (only the vilt-b32 size differs)."""
-    images = batch["images"]
-    if images.shape[-1] == image_size:
-        return batch
-    B, K = images.shape[:2]
-    resized = F.interpolate(images.flatten(0, 1), size=(image_size, image_size), mode="nearest")
-    return {**batch, "images": resized.view(B, K, 3, image_size, image_size)}
-
-
-class EpochSampler:
-    """Batches of indices: a fresh random order every epoch, drawn on the data's device."""
-
-    def __init__(self, n, batch_size, seed, device):
-        if batch_size > n:
-            raise ValueError(f"--batch-size {batch_size} is larger than the training set ({n} examples)")
-        self.n, self.batch_size = n, batch_size
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.order, self.position = torch.randperm(n, generator=self.generator, device=device), 0
-
-    def next(self):
-        if self.position + self.batch_size > self.n:
-            self.order, self.position = torch.randperm(self.n, generator=self.generator, device=self.order.device), 0
-        index = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        return index
-
-    def state_dict(self):
-        return {"order": self.order.cpu(), "position": self.position, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.order, self.position = state["order"].to(self.order.device), state["position"]
-        self.generator.set_state(state["generator"])
-
-
-class TaskBatches:
-    """Training batches of one task split, in the order of an EpochSampler."""
-
-    def __init__(self, split, batch_size, seed, device, image_size):
-        self.split, self.image_size = split, image_size
-        self.sampler = EpochSampler(len(split), batch_size, seed, device)
-
-    def next(self):
-        return fit_images(make_batch(self.split, self.sampler.next()), self.image_size)
-
-    def state_dict(self):
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state)
-
-
 # -----------------------------------------------------------------------------
 # Evaluation
 
@@ -376,28 +258,6 @@ def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device
     optimizer.step()
     schedule.step()
     return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, grad_norm
-
-
-class StopRequest:
-    """Ctrl-C sets a flag; the loop finishes its step, saves, and exits cleanly."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.handle)
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:            # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runtime, bench, teacher=None,

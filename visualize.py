@@ -73,9 +73,8 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
 
 
 def main():
-    import train
     from checkpoint import load_checkpoint
-    from data import DataConfig, build_benchmark, make_batch
+    from data import DataConfig, build_benchmark, fit_images, make_batch
     from model import DualEncoder, ModelConfig
     from teacher import FusionEncoder
 
@@ -96,7 +95,7 @@ def main():
     bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
     split = bench.splits[args.task]["test"]
     index = torch.arange(args.examples)
-    batch = train.fit_images(make_batch(split, index), teacher.config.image_size)
+    batch = fit_images(make_batch(split, index), teacher.config.image_size)
     raw = split.images[split.image_index[index, 0]].numpy()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     print("\n".join(attention_figure(teacher, student, batch, args.task, bench.tokenizer, raw, args.out)))

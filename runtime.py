@@ -1,0 +1,104 @@
+"""Where a training process runs: its device and dtype, its place among several processes,
+and a clean stop on Ctrl-C.
+
+Under `torchrun` every process runs train.py; `setup_distributed` joins them into one
+process group (NCCL on GPUs, gloo on CPUs), and each takes its share of every global batch
+(`shard`). Only rank 0 writes files and prints (`Runtime.write`, `Runtime.say`).
+"""
+
+import os
+import signal
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from checkpoint import MetricsLog
+
+
+def resolve_device(cfg):
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {cfg.device}: CUDA is not available on this machine")
+    return device
+
+
+def autocast_for(cfg, device):
+    """bf16 autocast on CUDA (matmuls in bf16, soft-max and LayerNorm in fp32), plain fp32 on CPU."""
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+@dataclass
+class Runtime:
+    """Where this process stands: its device, its rank among `world` processes (torchrun), its log.
+    Only rank 0 writes files and prints."""
+    device: torch.device
+    log: MetricsLog
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def write(self, **record):
+        if self.main:
+            self.log.write(**record)
+
+    def say(self, text):
+        if self.main:
+            print(text)
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup_distributed(cfg):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs.
+    Returns (rank, world size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(cfg)
+    device = resolve_device(cfg)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise SystemExit(f"error: --batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    return dist.get_rank(), world, device
+
+
+def shard(batch, rt):
+    """This process's rows of the global batch: every world-th row from its rank on."""
+    if rt.world == 1:
+        return batch
+    return {key: value[rt.rank::rt.world] for key, value in batch.items()}
+
+
+class StopRequest:
+    """Ctrl-C sets a flag; the loop finishes its step, saves, and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:            # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
