@@ -56,3 +56,13 @@ def test_finished_runs_are_recorded_and_found(tmp_path):
     assert finished_run(str(tmp_path), "a")["accuracy"] == 50.0
     ckpt.unlink()   # a record whose checkpoint is gone does not count
     assert finished_run(str(tmp_path), "a") is None
+
+
+def test_checkpoint_with_another_tokenizer_is_refused(tmp_path):
+    from data import Tokenizer
+    path = str(tmp_path / "x.pt")
+    mine, other = Tokenizer(["red", "circle"]), Tokenizer(["blue", "square"])
+    save_checkpoint(path, model={}, tokenizer=mine.to_dict())
+    load_checkpoint(path, tokenizer=mine)
+    with pytest.raises(SystemExit, match="different tokenizer"):
+        load_checkpoint(path, tokenizer=other)
