@@ -1,0 +1,295 @@
+"""Tests of realdata.py on small fake copies of the official layouts, written in tmp_path.
+
+The expected values are worked out by hand from the official code (vqaEval.py,
+nlvr2 eval/metrics.py, BERT's WordPiece), so a change of behaviour shows up here.
+
+    python -m pytest tests/test_realdata.py -q
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from realdata import (CONTRACTIONS, DataError, WordPieceTokenizer, add_soft_targets,  # noqa: E402
+                      build_answer_vocab, load_image, nlvr2_consistency, normalize_answer,
+                      process_punctuation, read_nlvr2, read_snli_ve, read_vqa, soft_score,
+                      vilt_size, vqa_official_accuracy, write_vqa_results)
+
+
+def save_image(path: Path, mode: str = "RGB", fmt: str = "JPEG", size=(8, 6)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = {"RGB": (200, 30, 30), "L": 128, "CMYK": (0, 255, 255, 0), "RGBA": (0, 0, 255, 128), "P": 3}[mode]
+    Image.new(mode, size, colour).save(path, format=fmt)
+    return path
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """rows: dicts, or strings written verbatim (to plant a bad line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+# ------------------------------------------------------------------ VQA normalisation and accuracy
+@pytest.mark.parametrize("raw, expected", [
+    ("Two", "2"), ("none", "0"), ("a dog", "dog"), ("The  Red Car", "red car"), ("dont", "don't"),
+    ("yes.", "yes"), ("3.5", "3.5"), ("black-and-white", "black and white"),
+    ("left, right", "left right"),  # ", " next to a space: deleted, not blanked
+    ("1,000", "1000"),              # digit,digit: every punctuation mark is deleted
+    ("1,000-2", "10002"),           # ... even the hyphen, since the comma rule is about the whole text
+    ("  cat\n", "cat"),
+])
+def test_normalize_answer(raw, expected):
+    assert normalize_answer(raw) == expected
+
+
+def test_official_tables():
+    assert len(CONTRACTIONS) >= 110 and CONTRACTIONS["whats"] == "what's"
+    assert process_punctuation("a.b.c?") == "abc "  # "?" with no space next to it becomes a space
+
+
+def test_accuracy_is_the_leave_one_out_average():
+    gts = ["other"] * 10
+    for k, expected in enumerate([0.0, 0.3, 0.6, 0.9, 1.0, 1.0]):
+        answers = ["dog"] * k + gts[k:]
+        assert vqa_official_accuracy("dog", answers) == pytest.approx(expected)
+        assert soft_score(k) == pytest.approx(expected)
+        # the closed form of DATASETS.md §1.3
+        assert expected == pytest.approx((k * min(1, (k - 1) / 3) + (10 - k) * min(1, k / 3)) / 10)
+    assert soft_score(10) == 1.0
+
+
+def test_accuracy_normalises_unless_all_answers_agree():
+    mixed = ["2"] * 9 + ["3"]
+    assert vqa_official_accuracy("Two", mixed) == pytest.approx(1.0)
+    assert vqa_official_accuracy("the 2.", mixed) == pytest.approx(1.0)
+    same = ["yes"] * 10
+    assert vqa_official_accuracy("Yes", same) == 0.0    # the quirk: not normalised
+    assert vqa_official_accuracy(" yes\t", same) == 1.0  # only stripped
+
+
+def test_answer_vocab_threshold_and_order():
+    answers = ["Two", "cat", "2", "dog", "a cat", "dog", "bird"]
+    assert build_answer_vocab(answers, min_count=2) == ["2", "cat", "dog"]  # first-occurrence order
+    assert build_answer_vocab(answers, min_count=1) == ["2", "cat", "dog", "bird"]
+    assert build_answer_vocab(answers) == []  # default 9
+
+
+# ------------------------------------------------------------------ VQA v2 reader
+def make_vqa(root: Path) -> Path:
+    qs = [{"image_id": 9, "question": "What is it?", "question_id": 9000},
+          {"image_id": 9, "question": "How many?", "question_id": 9001},
+          {"image_id": 42, "question": "Is it red?", "question_id": 42000}]
+    answers = {9000: ["cat"] * 7 + ["dog"] * 2 + ["Bird"], 9001: ["two"] * 3 + ["3"] * 7, 42000: ["zebra"] * 10}
+    mc = {9000: "cat", 9001: "3", 42000: "zebra"}
+    anns = [{"question_id": q, "image_id": q // 1000, "multiple_choice_answer": mc[q],
+             "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(ans)]}
+            for q, ans in answers.items()]
+    for split in ("train", "val"):
+        (root / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": qs}))
+        (root / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": anns}))
+        for image_id in (9, 42):
+            save_image(root / f"{split}2014" / f"COCO_{split}2014_{image_id:012d}.jpg")
+    (root / "v2_OpenEnded_mscoco_test2015_questions.json").write_text(json.dumps({"questions": qs[:1]}))
+    save_image(root / "test2015" / "COCO_test2015_000000000009.jpg")
+    return root
+
+
+def test_read_vqa_with_soft_targets(tmp_path):
+    root = make_vqa(tmp_path)
+    vocab = ["cat", "dog", "3", "2"]
+    with pytest.warns(UserWarning, match="dropped 1 of 3"):
+        train = read_vqa(root, "train", answer_vocab=vocab)  # 42000 ("zebra") has no label
+    assert [e["question_id"] for e in train] == [9000, 9001]
+    first = train[0]
+    assert first["image"] == str(root / "train2014" / "COCO_train2014_000000000009.jpg")
+    assert first["question"] == "What is it?" and len(first["answers"]) == 10
+    assert dict(zip(first["labels"], first["scores"])) == {0: 1.0, 1: pytest.approx(0.6)}  # "bird" not in vocab
+    assert dict(zip(train[1]["labels"], train[1]["scores"])) == {3: pytest.approx(0.9), 2: 1.0}  # "two" -> "2"
+    val = read_vqa(root, "val", answer_vocab=vocab)  # evaluation keeps every question
+    assert len(val) == 3 and val[2]["labels"] == [] and val[2]["multiple_choice_answer"] == "zebra"
+    mc = [e["multiple_choice_answer"] for e in read_vqa(root, "train")]
+    assert build_answer_vocab(mc, min_count=1) == ["cat", "3", "zebra"]
+
+
+def test_vqa_test_split_and_results(tmp_path):
+    root = make_vqa(tmp_path)
+    test = read_vqa(root, "test")
+    assert len(test) == 1 and "answers" not in test[0] and test[0]["image"].endswith("COCO_test2015_000000000009.jpg")
+    write_vqa_results(tmp_path / "res.json", [np.int64(9000)], ["cat"])
+    assert json.loads((tmp_path / "res.json").read_text()) == [{"question_id": 9000, "answer": "cat"}]
+    with pytest.raises(ValueError, match="repeat"):
+        write_vqa_results(tmp_path / "res.json", [1, 1], ["a", "b"])
+
+
+def test_vqa_errors_name_the_file(tmp_path):
+    root = make_vqa(tmp_path)
+    with pytest.raises(DataError, match=r"searched:(.|\n)*Questions"):
+        read_vqa(tmp_path / "nowhere", "train")
+    (root / "v2_mscoco_val2014_annotations.json").unlink()
+    with pytest.raises(DataError, match="v2_mscoco_val2014_annotations.json"):
+        read_vqa(root, "val")
+    (root / "v2_OpenEnded_mscoco_train2014_questions.json").write_text('{"questions": [')
+    with pytest.raises(DataError, match="train2014_questions.json: not valid JSON"):
+        read_vqa(root, "train")
+    (root / "train2014" / "COCO_train2014_000000000042.jpg").unlink()
+    (root / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(
+        json.dumps({"questions": [{"image_id": 42, "question": "Q?", "question_id": 42000}]}))
+    with pytest.raises(DataError, match=r"questions\[0\]: image not found"):
+        read_vqa(root, "train", missing="error")
+
+
+# ------------------------------------------------------------------ NLVR2
+def nlvr2_line(identifier, label="True", **extra):
+    return {"identifier": identifier, "sentence": "There are two dogs.", "label": label, "left_url": "u",
+            "right_url": "u", "writer": "w", "synset": "dog", "query": "dogs", **extra}
+
+
+def make_nlvr2(root: Path) -> Path:
+    write_jsonl(root / "nlvr2" / "data" / "train.json",
+                [nlvr2_line("train-10-0-0", directory=7), nlvr2_line("train-10-1-0", "False", directory=7)])
+    for k in (0, 1):  # train-10-0: a JPEG named .png; train-10-1: in the alternative train/{dir}/ folder
+        save_image(root / "images" / "train" / "7" / f"train-10-0-img{k}.png", fmt="JPEG")
+        save_image(root / "train" / "7" / f"train-10-1-img{k}.png", fmt="PNG")
+    write_jsonl(root / "dev.json", [nlvr2_line("dev-3-0-1"), nlvr2_line("dev-3-1-1", "False")])
+    for k in (0, 1):
+        save_image(root / "dev" / f"dev-3-0-img{k}.png", fmt="PNG")
+    save_image(root / "dev" / "dev-3-1-img0.png", fmt="PNG")  # dev-3-1-img1.png is missing
+    return root
+
+
+def test_read_nlvr2(tmp_path):
+    root = make_nlvr2(tmp_path)
+    train = read_nlvr2(root, "train")
+    assert [(e["identifier"], e["label"]) for e in train] == [("train-10-0-0", True), ("train-10-1-0", False)]
+    assert train[0]["images"][1] == str(root / "images" / "train" / "7" / "train-10-0-img1.png")
+    assert train[1]["images"][0] == str(root / "train" / "7" / "train-10-1-img0.png")
+    assert load_image(train[0]["images"][0], 6).shape == (6, 8, 3)  # a JPEG despite the name
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        dev = read_nlvr2(root, "dev")
+    assert len(dev) == 1 and dev[0]["images"][0] == str(root / "dev" / "dev-3-0-img0.png")
+    with pytest.raises(DataError, match=r"dev.json:2: image not found.*dev-3-1-img1.png"):
+        read_nlvr2(root, "dev", missing="error")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"identifier": "dev-3-0-1", ', "not valid JSON"),
+    (json.dumps({"identifier": "dev-3-0-1", "label": "True"}), "missing field 'sentence'"),
+    (json.dumps({**nlvr2_line("dev-3-0-1"), "sentence": "  "}), "field 'sentence' is empty"),
+    (json.dumps(nlvr2_line("dev-3-0-1", label="maybe")), "label must be"),
+])
+def test_nlvr2_bad_line_names_file_and_line(tmp_path, bad, message):
+    write_jsonl(tmp_path / "dev.json", [nlvr2_line("dev-3-0-1"), bad])
+    with pytest.raises(DataError, match=f"dev.json:2: {message}"):
+        read_nlvr2(tmp_path, "dev")
+
+
+def test_nlvr2_train_needs_directory_and_missing_file_lists_searched(tmp_path):
+    write_jsonl(tmp_path / "train.json", [nlvr2_line("train-1-0-0")])
+    with pytest.raises(DataError, match="train.json:1: missing field 'directory'"):
+        read_nlvr2(tmp_path, "train")
+    with pytest.raises(DataError, match=r"nlvr2/data/test1.json(.|\n)*test1.json"):
+        read_nlvr2(tmp_path, "test1")
+
+
+def test_nlvr2_consistency():
+    ids = ["dev-1-0-0", "dev-1-1-0", "dev-1-2-0", "dev-1-0-1", "dev-1-1-1", "dev-2-0-0"]
+    correct = [True, True, True, True, False, True]  # sentence dev-1-?-1 fails once
+    assert nlvr2_consistency(ids, correct) == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------ SNLI-VE
+def snli_line(gold, sentence2="A dog runs.", **ids):
+    return {"annotator_labels": [gold], "captionID": "1.jpg#0", "gold_label": gold, "pairID": "1.jpg#0r1e",
+            "sentence1": "THE PREMISE, never read", "sentence2": sentence2, **ids}
+
+
+def test_read_snli_ve(tmp_path):
+    write_jsonl(tmp_path / "snli_ve_dev.jsonl", [
+        snli_line("entailment", Flikr30kID="100.jpg"),        # 2018 spelling, with .jpg
+        snli_line("neutral", Flickr30K_ID="200"),              # 2020 spelling, without
+        snli_line("-", Flickr30K_ID="200"),                    # no majority: skipped
+        snli_line("contradiction", Flickr30kID="300.jpg"),     # the README's spelling
+        snli_line("entailment", pairID="100.jpg#3r1e"),        # no id key: from pairID
+    ])
+    for name in ("100", "200", "300"):
+        save_image(tmp_path / "flickr30k-images" / f"{name}.jpg")
+    dev = read_snli_ve(tmp_path, "dev")
+    assert [Path(e["image"]).name for e in dev] == ["100.jpg", "200.jpg", "300.jpg", "100.jpg"]
+    assert [e["label_id"] for e in dev] == [1, 2, 0, 1]
+    assert all(e["hypothesis"] == "A dog runs." for e in dev)
+    assert not any("PREMISE" in str(v) for e in dev for v in e.values())
+
+
+def test_snli_ve_errors(tmp_path):
+    save_image(tmp_path / "flickr30k_images" / "100.jpg")
+    write_jsonl(tmp_path / "snli_ve_test.jsonl", [snli_line("entailment", Flikr30kID="100.jpg"),
+                                                  snli_line("entailment", sentence2="", Flikr30kID="100.jpg")])
+    with pytest.raises(DataError, match="snli_ve_test.jsonl:2: field 'sentence2' is empty"):
+        read_snli_ve(tmp_path, "test")
+    write_jsonl(tmp_path / "snli_ve_test.jsonl", [snli_line("entailment", Flikr30kID="404.jpg")])
+    with pytest.raises(DataError, match=r"snli_ve_test.jsonl:1: image not found.*404.jpg"):
+        read_snli_ve(tmp_path, "test", missing="error")
+    with pytest.warns(UserWarning, match="skipped 1 of 1"):
+        assert read_snli_ve(tmp_path, "test") == []
+    line = snli_line("entailment")
+    del line["sentence2"]
+    write_jsonl(tmp_path / "snli_ve_train.jsonl", [line])
+    with pytest.raises(DataError, match="snli_ve_train.jsonl:1: missing field 'sentence2'"):
+        read_snli_ve(tmp_path, "train")
+
+
+# ------------------------------------------------------------------ images
+@pytest.mark.parametrize("mode, fmt", [("CMYK", "JPEG"), ("L", "PNG"), ("L", "JPEG"), ("RGBA", "PNG"), ("P", "PNG")])
+def test_load_image_converts_to_rgb(tmp_path, mode, fmt):
+    path = save_image(tmp_path / "img.png", mode, fmt, size=(40, 20))  # named .png whatever it holds
+    img = load_image(path, 16, patch=4)
+    # 40x20 -> 32x16 (shorter side 16) -> 26.7x13.3 (longer side capped at 16*640/384) -> 27x13 -> 24x12 (patch 4)
+    assert img.dtype == np.uint8 and img.shape == (12, 24, 3)
+    assert (img.std(axis=(0, 1)) < 1).all()  # a flat colour stays flat
+    if mode == "CMYK":  # cyan 0, magenta and yellow full: red
+        assert np.abs(img[0, 0].astype(int) - [255, 0, 0]).max() <= 2
+
+
+def test_vilt_size():
+    assert vilt_size(640, 480, 384) == (512, 384)
+    assert vilt_size(1000, 100, 384) == (640, 64)     # longer side capped at 640
+    assert vilt_size(640, 480, 384, patch=32) == (512, 384)
+    assert vilt_size(500, 375, 384, patch=32) == (512, 384)
+
+
+def test_unreadable_images_raise_data_error(tmp_path):
+    full = save_image(tmp_path / "full.jpg", size=(64, 64))
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    (tmp_path / "text.png").write_text("not an image")
+    for path in (truncated, tmp_path / "text.png", tmp_path / "absent.jpg"):
+        with pytest.raises(DataError, match=path.name):
+            load_image(path, 32)
+
+
+# ------------------------------------------------------------------ WordPiece
+def test_wordpiece_hand_example(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "##ed", "wa", "un", "runn", "##ing", ","]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = WordPieceTokenizer.load(tmp_path / "vocab.txt")
+    # "UNwanted": lower-case; "é" loses its accent; "un" then the longest "##want", then "##ed".
+    assert tok.tokenize("UNwant\u00e9d,running") == ["un", "##want", "##ed", ",", "runn", "##ing"]
+    assert tok.tokenize("unwantedX running") == ["[UNK]", "runn", "##ing"]  # "##x" exists nowhere
+    assert tok.encode("want") == [2, 5, 3]
+    batch = tok.encode_batch(["want", "wa, running"], max_len=6)
+    assert batch.tolist() == [[2, 5, 3, 0, 0, 0], [2, 8, 12, 10, 11, 3]]
+    assert tok.decode(batch[1].tolist()) == "wa , running"
+    with pytest.raises(ValueError, match="more than max_len=3"):
+        tok.encode_batch(["wa, running"], max_len=3)
+
+
+def test_add_soft_targets_keeps_inputs_unchanged():
+    examples = [{"answers": ["a"] * 10}]
+    out = add_soft_targets(examples, ["b"], drop_unanswerable=False)
+    assert out[0]["labels"] == [] and "labels" not in examples[0]
