@@ -316,9 +316,12 @@ def make_heads(cfg: ModelConfig) -> nn.ModuleDict:
     })
 
 
-def check_task(task: str) -> None:
+def check_task(task: str, num_images: int) -> None:
+    """A known task, given the number of images per example it takes."""
     if task not in NUM_IMAGES:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(NUM_IMAGES)}")
+    if num_images != NUM_IMAGES[task]:
+        raise ValueError(f"task {task!r} takes {NUM_IMAGES[task]} image(s) per example, got {num_images}")
 
 
 @dataclass
@@ -356,10 +359,8 @@ class DualEncoder(nn.Module):
 
     def classify(self, task, text_cls, image_cls):
         """The shallow interaction. text_cls: (B, C); image_cls: (B, K, C), K images per example."""
-        check_task(task)
         K = image_cls.shape[1]
-        if K != NUM_IMAGES[task]:
-            raise ValueError(f"task {task!r} takes {NUM_IMAGES[task]} image(s) per example, got {K}")
+        check_task(task, K)
         text_cls = text_cls[:, None, :].expand(-1, K, -1)                      # (B, K, C)
         fused = self.fuse(torch.cat([text_cls, image_cls], dim=-1))            # (B, K, C)
         return self.heads[task](fused.flatten(1))                              # (B, classes)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from model import (NUM_IMAGES, AttentionDetails, Encoder, EncoderOutput, ImageEmbedding, ModelConfig,
+from model import (AttentionDetails, Encoder, EncoderOutput, ImageEmbedding, ModelConfig,
                    ModelOutput, TextEmbedding, check_task, init_weights, make_heads)
 
 TEXT_TYPE, IMAGE_TYPE, SECOND_IMAGE_TYPE = 0, 1, 2   # modality-type ids
@@ -55,11 +55,9 @@ class FusionEncoder(nn.Module):
 
     def forward(self, batch, task, **details) -> ModelOutput:
         # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L)
-        check_task(task)
         images = batch["images"]
         K = images.shape[1]
-        if K != NUM_IMAGES[task]:
-            raise ValueError(f"task {task!r} takes {NUM_IMAGES[task]} image(s) per example, got {K}")
+        check_task(task, K)
         fusion = [self.fuse(batch["text_ids"], batch["text_mask"], images[:, k], IMAGE_TYPE + k, **details)
                   for k in range(K)]
         pooled = torch.cat([self.pool(f) for f in fusion], dim=-1)                     # (B, K*C)
