@@ -375,10 +375,14 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
     return bench
 
 
+def model_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, K, H, W, 3] -> float [B, K, 3, H, W] in [-1, 1]: (x/255 - 0.5)/0.5."""
+    return images.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+
 def make_batch(split: TaskSplit, index: torch.Tensor) -> dict:
     """Pure tensor indexing, on the split's device. index: long [B]."""
-    images = split.images[split.image_index[index]]               # uint8 [B, K, H, W, 3]
-    images = images.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (x/255 - 0.5)/0.5, [B, K, 3, H, W]
+    images = model_images(split.images[split.image_index[index]])  # [B, K, 3, H, W]
     text_ids = split.text_ids[index]                              # long [B, L]
     batch = {"images": images, "text_ids": text_ids, "text_mask": text_ids != Tokenizer.PAD,
              "labels": split.labels[index]}

@@ -16,9 +16,8 @@ colours to shapes, which is what fusion does well and what the student must lear
 import random
 
 import torch
-import torch.nn.functional as F
 
-from data import Tokenizer
+from data import Tokenizer, fit_images, model_images
 from scenes import COLOURS
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2
@@ -44,8 +43,7 @@ def itm_batch(captions, image_index, kind, other, swapped_ids):
     text_ids = captions.text_ids[image_index]                           # (B, L) matched captions
     text_ids = torch.where((kind == RANDOM)[:, None], captions.text_ids[other], text_ids)
     text_ids = torch.where((kind == SWAPPED)[:, None], swapped_ids[image_index], text_ids)
-    images = captions.images[image_index][:, None]                      # uint8 (B, 1, H, W, 3)
-    images = images.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0        # (B, 1, 3, H, W) in [-1, 1]
+    images = model_images(captions.images[image_index][:, None])        # (B, 1, 3, H, W) in [-1, 1]
     labels = (kind == MATCHED).long()                                   # (B,)
     # a swap that found no two colours left the caption unchanged: it is a match after all
     labels = torch.where((kind == SWAPPED) & (text_ids == captions.text_ids[image_index]).all(1), 1, labels)
@@ -78,11 +76,7 @@ class ITMBatches:
         index = torch.randint(n, (self.batch_size,), generator=self.generator, device=self.swapped.device)
         kind, other = _kinds_and_others(n, index, self.generator)
         batch = itm_batch(self.captions, index, kind, other, self.swapped)
-        if self.image_size and batch["images"].shape[-1] != self.image_size:   # vilt-b32: 384 px inputs
-            B = len(index)
-            images = F.interpolate(batch["images"].flatten(0, 1), size=self.image_size, mode="nearest")
-            batch["images"] = images.view(B, 1, 3, self.image_size, self.image_size)
-        return batch
+        return fit_images(batch, self.image_size) if self.image_size else batch
 
     def state_dict(self):
         return {"generator": self.generator.get_state()}
