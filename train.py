@@ -301,9 +301,19 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                             step=step, best_val=best_val, **meta)
 
     sums, finite = {}, torch.ones((), dtype=torch.bool, device=device)
+
+    def stop_if_not_finite(step, terms):
+        """A NaN or inf loss since the start stops every process, before anything is saved over
+        the last good checkpoint. One host-device sync."""
+        everywhere = finite.int()
+        if rt.world > 1:
+            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
+        if not everywhere.item():
+            raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
+                             f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
+
     bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
-               dynamic_ncols=True,
-               leave=False)
+               dynamic_ncols=True, leave=False)
     tick = time.perf_counter()
     with StopRequest() as stop:
         for step in range(start, steps + 1):
@@ -315,13 +325,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == steps:        # the only host-device syncs of the loop
-                if rt.world > 1:   # every process stops together
-                    finite_everywhere = finite.int()
-                    dist.all_reduce(finite_everywhere, op=dist.ReduceOp.MIN)
-                    finite = finite_everywhere.bool()
-                if not finite.item():
-                    raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
-                                     f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
+                stop_if_not_finite(step, terms)
                 elapsed, done = time.perf_counter() - tick, (step - 1) % cfg.log_every + 1
                 means = {key: value.item() / done for key, value in sums.items()}
                 rate = done * cfg.batch_size / elapsed
@@ -331,9 +335,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 sums, tick = {}, time.perf_counter()
 
             if step % cfg.eval_every == 0 or step == steps:
-                if not finite.item():   # never save a broken state over the last good one
-                    raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; "
-                                     f"last good checkpoint: {last_path}")
+                stop_if_not_finite(step, terms)
                 metrics = validate(model)
                 rt.write(kind="val", run=name, step=step, **metrics)
                 if rt.main:
@@ -346,8 +348,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 tick = time.perf_counter()
 
             if stop.requested or step == stop_after:
-                if not finite.item():   # never save a broken state over the last good one
-                    raise SystemExit(f"error: {name}: the loss became NaN or inf; last good checkpoint: {last_path}")
+                stop_if_not_finite(step, terms)
                 save_last(step)
                 bar.close()
                 raise SystemExit(f"\nstopped after step {step} of {name}; saved {last_path}. "
