@@ -175,8 +175,7 @@ def run(cfg: BenchConfig):
             image_cls = torch.cat([student.encode_image(x).hidden[:, 0] for x in row_images.split(B)])  # (N, C)
             text_cls = torch.cat([student.encode_text(t, m).hidden[:, 0]
                                   for t, m in zip(row_text_ids.split(B), row_text_mask.split(B))])   # (M, C)
-            for i in range(0, N, max(1, 65536 // M)):                  # N*M fusion heads, in chunks
-                chunk = image_cls[i:i + max(1, 65536 // M)]             # (n, C)
+            for chunk in image_cls.split(max(1, 65536 // M)):   # (n, C): N*M fusion heads, ~65k pairs at a time
                 text = text_cls[None].expand(chunk.shape[0], -1, -1).flatten(0, 1)   # (n*M, C)
                 image = chunk[:, None].expand(-1, M, -1).flatten(0, 1)[:, None]      # (n*M, 1, C)
                 student.classify(task, text, image)
