@@ -62,10 +62,9 @@ class Runtime:
 def setup_distributed(cfg):
     """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs.
     Returns (rank, world size, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, device = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(cfg)
     if world == 1:
-        return 0, 1, resolve_device(cfg)
-    device = resolve_device(cfg)
+        return 0, 1, device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
