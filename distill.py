@@ -50,10 +50,15 @@ def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
     return kl_rows[rows].mean()                                                  # mean over batch, heads, real queries
 
 
-def cross_modal_attention_loss(teacher: CrossModalAttention, student: CrossModalAttention, text_mask):
-    """L_CAD = KL_T2I + KL_I2T: text-to-image rows of real words, image-to-text rows of every image token."""
-    B, _, Nv, _ = teacher.log_image_to_text.shape
-    image_mask = torch.ones(B, Nv, dtype=torch.bool, device=text_mask.device)    # (B, Nv): no image padding
+def cross_modal_attention_loss(teacher: CrossModalAttention, student: CrossModalAttention, text_mask,
+                               image_mask=None):
+    """L_CAD = KL_T2I + KL_I2T: text-to-image rows of real words, image-to-text rows of real image tokens.
+
+    text_mask: bool (B, Lt); image_mask: bool (B, Nv), False at padded patches (None: none padded).
+    """
+    if image_mask is None:
+        B, _, Nv, _ = teacher.log_image_to_text.shape
+        image_mask = torch.ones(B, Nv, dtype=torch.bool, device=text_mask.device)   # (B, Nv)
     text_to_image = kl_over_keys(teacher.log_text_to_image, student.log_text_to_image, image_mask, text_mask)
     image_to_text = kl_over_keys(teacher.log_image_to_text, student.log_image_to_text, text_mask, image_mask)
     return text_to_image + image_to_text
@@ -86,7 +91,8 @@ def student_cross_modal_attention(student_out, layer, image, text_mask) -> Cross
     B = text.queries.shape[0]
     image_queries = vision.queries.unflatten(0, (B, -1))[:, image]    # (B, nh, Nv, hs)
     image_keys = vision.keys.unflatten(0, (B, -1))[:, image]          # (B, nh, Nv, hs)
-    return cross_modal_attention(text.queries, text.keys, image_queries, image_keys, text_mask)
+    image_mask = student_out.image.mask.unflatten(0, (B, -1))[:, image]   # bool (B, Nv)
+    return cross_modal_attention(text.queries, text.keys, image_queries, image_keys, text_mask, image_mask)
 
 
 def dide_loss(student, teacher, batch, task, weights: DistillWeights, attention_layers=(-1,)):
@@ -111,7 +117,7 @@ def dide_loss(student, teacher, batch, task, weights: DistillWeights, attention_
         for layer in attention_layers:
             per_image = [cross_modal_attention_loss(teacher_cross_modal_attention(fused, layer, text_mask),
                                                     student_cross_modal_attention(student_out, layer, k, text_mask),
-                                                    text_mask)
+                                                    text_mask, fused.mask[:, text_mask.shape[1]:])
                          for k, fused in enumerate(teacher_out.fusion)]
             per_layer.append(sum(per_image))
         terms["attention"] = sum(per_layer) / len(per_layer)

@@ -161,6 +161,7 @@ class EncoderOutput:
     hidden_states: list[torch.Tensor] | None = None           # n_layer + 1 tensors (B, T, C): the input, then each block's output
     attention: dict[int, AttentionDetails] = field(default_factory=dict)  # layer index -> details, for the layers asked for
     num_layers: int = 0
+    mask: torch.Tensor | None = None                          # bool (B, T): the key mask used, True at real tokens
 
     def attention_at(self, layer: int) -> AttentionDetails:
         """The recorded details of one layer; negative indices count from the last layer."""
@@ -197,34 +198,71 @@ class Encoder(nn.Module):
                 attention[i] = details
             if hidden_states:
                 states.append(x)
-        return EncoderOutput(self.ln_f(x), states, attention, n)
+        return EncoderOutput(self.ln_f(x), states, attention, n, key_mask)
 
 
 # -----------------------------------------------------------------------------
 # Embeddings
 
 class ImageEmbedding(nn.Module):
-    """ViT input: a linear projection of non-overlapping patches, a [CLS] token, position embeddings."""
+    """ViT input: a linear projection of non-overlapping patches, a [CLS] token, position embeddings.
+
+    Images of another size than `image_size` (real photographs keep their aspect ratio) get the
+    grid of position embeddings interpolated to their own grid of patches, as ViLT does. A batch
+    of such images is padded to its largest one; `pixel_mask` says which pixels are real, and the
+    returned token mask hides the padded patches from attention.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.image_size = cfg.image_size
+        self.image_size, self.patch_size = cfg.image_size, cfg.patch_size
         # a convolution with kernel = stride = patch size is a linear map of each flattened patch
         self.patch = nn.Conv2d(3, cfg.n_embd, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.n_embd))
         self.position = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, cfg.n_embd))
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, images):
-        # images: float (B, 3, H, W), normalised to about [-1, 1]
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size \
-                or images.shape[-2] != self.image_size:
-            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), "
+    def grid_positions(self, rows: int, cols: int):
+        """Position embeddings of a rows x cols grid of patches: (rows * cols, C)."""
+        side = self.image_size // self.patch_size
+        grid = self.position[0, 1:]                                      # (side * side, C)
+        if (rows, cols) == (side, side):
+            return grid
+        grid = grid.T.reshape(1, -1, side, side)                         # (1, C, side, side)
+        grid = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=True)  # (1, C, rows, cols)
+        return grid.reshape(-1, rows * cols).T                           # (rows * cols, C)
+
+    def forward(self, images, pixel_mask=None):
+        """images: float (B, 3, H, W) in about [-1, 1], H and W multiples of the patch size;
+        pixel_mask: bool (B, H, W), True at real pixels (None: every pixel is real).
+        Returns the tokens (B, 1 + Np, C) and their mask, bool (B, 1 + Np)."""
+        p = self.patch_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] % p or images.shape[-2] % p:
+            raise ValueError(f"images must be (B, 3, H, W) with H and W multiples of the patch size {p}, "
                              f"got {tuple(images.shape)}")
-        patches = self.patch(images).flatten(2).transpose(1, 2)   # (B, Np, C)
-        cls = self.cls.expand(images.shape[0], -1, -1)             # (B, 1, C)
-        x = torch.cat([cls, patches], dim=1) + self.position       # (B, 1 + Np, C)
-        return self.dropout(x)
+        if pixel_mask is not None and pixel_mask.shape != (images.shape[0], *images.shape[-2:]):
+            raise ValueError(f"pixel_mask must be (B, H, W) = {(images.shape[0], *images.shape[-2:])}, "
+                             f"got {tuple(pixel_mask.shape)}")
+        patches = self.patch(images)                                     # (B, C, h, w)
+        B, C, h, w = patches.shape
+        patches = patches.flatten(2).transpose(1, 2)                     # (B, h * w, C)
+        if pixel_mask is None:
+            positions = self.grid_positions(h, w).expand(B, -1, -1)      # (B, h * w, C)
+            patch_mask = torch.ones(B, h * w, dtype=torch.bool, device=images.device)
+        else:
+            # Padding is added at the bottom and right, in whole patches: a patch is real if its
+            # top-left pixel is. Each image gets the grid of its own real size, zero elsewhere.
+            patch_mask = pixel_mask[:, ::p, ::p]                         # (B, h, w)
+            rows, cols = patch_mask[:, :, 0].sum(1), patch_mask[:, 0, :].sum(1)   # (B,), (B,)
+            positions = patches.new_zeros(B, h, w, C)                    # (B, h, w, C)
+            for r, c in torch.stack([rows, cols], 1).unique(dim=0).tolist():
+                same = (rows == r) & (cols == c)
+                positions[same, :r, :c] = self.grid_positions(r, c).view(r, c, C).to(positions.dtype)
+            positions, patch_mask = positions.flatten(1, 2), patch_mask.flatten(1)  # (B, h * w, C), (B, h * w)
+        cls = (self.cls + self.position[:, :1]).expand(B, -1, -1)        # (B, 1, C)
+        x = torch.cat([cls, patches + positions], dim=1)                 # (B, 1 + h * w, C)
+        mask = torch.cat([patch_mask.new_ones(B, 1), patch_mask], dim=1)  # (B, 1 + h * w)
+        return self.dropout(x), mask
 
 
 class TextEmbedding(nn.Module):
@@ -272,9 +310,8 @@ class ImageEncoder(nn.Module):
         self.embed = ImageEmbedding(cfg)
         self.encoder = Encoder(cfg)
 
-    def forward(self, images, **details) -> EncoderOutput:
-        x = self.embed(images)                                                   # (B, Nv, C)
-        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)        # no padding in images
+    def forward(self, images, pixel_mask=None, **details) -> EncoderOutput:
+        x, mask = self.embed(images, pixel_mask)                                 # (B, Nv, C), bool (B, Nv)
         return self.encoder(x, mask, **details)
 
 
@@ -351,8 +388,8 @@ class DualEncoder(nn.Module):
         self.heads = make_heads(cfg)
         self.apply(init_weights)
 
-    def encode_image(self, images, **details) -> EncoderOutput:
-        return self.image_encoder(images, **details)
+    def encode_image(self, images, pixel_mask=None, **details) -> EncoderOutput:
+        return self.image_encoder(images, pixel_mask, **details)
 
     def encode_text(self, text_ids, text_mask, **details) -> EncoderOutput:
         return self.text_encoder(text_ids, text_mask, **details)
@@ -366,11 +403,13 @@ class DualEncoder(nn.Module):
         return self.heads[task](fused.flatten(1))                              # (B, classes)
 
     def forward(self, batch, task, **details) -> ModelOutput:
-        # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L)
-        images = batch["images"]
+        # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L);
+        # batch["pixel_mask"] (real data only): bool (B, K, H, W), True at real pixels
+        images, pixel_mask = batch["images"], batch.get("pixel_mask")
         B, K = images.shape[:2]
         text = self.encode_text(batch["text_ids"], batch["text_mask"], **details)
-        image = self.encode_image(images.flatten(0, 1), **details)             # (B*K, Nv, C): K images encoded as a batch
+        pixel_mask = pixel_mask.flatten(0, 1) if pixel_mask is not None else None
+        image = self.encode_image(images.flatten(0, 1), pixel_mask, **details)  # (B*K, Nv, C): K images encoded as a batch
         image_cls = image.hidden[:, 0].view(B, K, -1)                          # (B, K, C)
         logits = self.classify(task, text.hidden[:, 0], image_cls)
         return ModelOutput(logits, text=text, image=image)

@@ -40,12 +40,13 @@ class FusionEncoder(nn.Module):
         self.heads = make_heads(cfg)
         self.apply(init_weights)
 
-    def fuse(self, text_ids, text_mask, images, image_type=IMAGE_TYPE, **details) -> EncoderOutput:
-        """One joint pass. text_ids, text_mask: (B, Lt); images: (B, 3, H, W). Sequence = Lt + Nv tokens."""
+    def fuse(self, text_ids, text_mask, images, image_type=IMAGE_TYPE, pixel_mask=None, **details) -> EncoderOutput:
+        """One joint pass. text_ids, text_mask: (B, Lt); images: (B, 3, H, W); pixel_mask: bool (B, H, W)
+        or None. Sequence = Lt + Nv tokens."""
         text = self.text_embed(text_ids) + self.modality_type.weight[TEXT_TYPE]          # (B, Lt, C)
-        image = self.image_embed(images) + self.modality_type.weight[image_type]        # (B, Nv, C)
+        image, image_mask = self.image_embed(images, pixel_mask)                         # (B, Nv, C), bool (B, Nv)
+        image = image + self.modality_type.weight[image_type]
         x = torch.cat([text, image], dim=1)                                              # (B, Lt + Nv, C)
-        image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=x.device)     # (B, Nv): no image padding
         key_mask = torch.cat([text_mask, image_mask], dim=1)                             # (B, Lt + Nv)
         return self.encoder(x, key_mask, **details)
 
@@ -54,11 +55,13 @@ class FusionEncoder(nn.Module):
         return self.pooler(fused.hidden[:, 0])
 
     def forward(self, batch, task, **details) -> ModelOutput:
-        # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L)
-        images = batch["images"]
+        # batch["images"]: (B, K, 3, H, W); batch["text_ids"], batch["text_mask"]: (B, L);
+        # batch["pixel_mask"] (real data only): bool (B, K, H, W)
+        images, pixel_mask = batch["images"], batch.get("pixel_mask")
         K = images.shape[1]
         check_task(task, K)
-        fusion = [self.fuse(batch["text_ids"], batch["text_mask"], images[:, k], IMAGE_TYPE + k, **details)
+        fusion = [self.fuse(batch["text_ids"], batch["text_mask"], images[:, k], IMAGE_TYPE + k,
+                            None if pixel_mask is None else pixel_mask[:, k], **details)
                   for k in range(K)]
         pooled = torch.cat([self.pool(f) for f in fusion], dim=-1)                     # (B, K*C)
         return ModelOutput(self.heads[task](pooled), fusion=fusion)
@@ -69,7 +72,7 @@ class FusionEncoder(nn.Module):
 
 @dataclass
 class CrossModalAttention:
-    """Log-probabilities (fp32) of the two cross-modal distributions; -inf at padded words."""
+    """Log-probabilities (fp32) of the two cross-modal distributions; -inf at padded keys."""
     log_text_to_image: torch.Tensor   # (B, nh, Lt, Nv): each word's distribution over image tokens
     log_image_to_text: torch.Tensor   # (B, nh, Nv, Lt): each image token's distribution over real words
 
@@ -82,22 +85,26 @@ class CrossModalAttention:
         return self.log_image_to_text.exp()
 
 
-def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, text_mask) -> CrossModalAttention:
+def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, text_mask,
+                          image_mask=None) -> CrossModalAttention:
     """Soft-max within the two cross-modal blocks, in fp32.
 
-        A_T2I = softmax_j( Q_text K_image^T / sqrt(d) )
+        A_T2I = softmax_j( Q_text K_image^T / sqrt(d) + mask_image )
         A_I2T = softmax_j( Q_image K_text^T / sqrt(d) + mask_text )
 
     The teacher calls it with the text and image halves of its joint queries and keys;
     the student with its text tower's queries and its image tower's keys (and the reverse),
     the "virtual" cross attention that never enters its forward pass.
-    Shapes: text_*: (B, nh, Lt, hs); image_*: (B, nh, Nv, hs); text_mask: bool (B, Lt).
+    Shapes: text_*: (B, nh, Lt, hs); image_*: (B, nh, Nv, hs); text_mask: bool (B, Lt);
+    image_mask: bool (B, Nv), False at padded patches (None: none padded).
     Log-probabilities come from log_softmax, which stays finite where exp(log) underflows.
     """
     scale = 1.0 / math.sqrt(text_queries.shape[-1])
     text_to_image = (text_queries.float() @ image_keys.float().transpose(-2, -1)) * scale   # (B, nh, Lt, Nv)
     image_to_text = (image_queries.float() @ text_keys.float().transpose(-2, -1)) * scale   # (B, nh, Nv, Lt)
     image_to_text = image_to_text.masked_fill(~text_mask[:, None, None, :], float("-inf"))
+    if image_mask is not None:
+        text_to_image = text_to_image.masked_fill(~image_mask[:, None, None, :], float("-inf"))
     return CrossModalAttention(text_to_image.log_softmax(-1), image_to_text.log_softmax(-1))
 
 
@@ -109,8 +116,9 @@ def split_joint(details: AttentionDetails, text_len: int):
 
 def teacher_cross_modal_attention(fused: EncoderOutput, layer: int, text_mask) -> CrossModalAttention:
     """The teacher's text-to-image and image-to-text distributions at one layer of one joint pass."""
-    text_q, text_k, image_q, image_k = split_joint(fused.attention_at(layer), text_mask.shape[1])
-    return cross_modal_attention(text_q, text_k, image_q, image_k, text_mask)
+    text_len = text_mask.shape[1]
+    text_q, text_k, image_q, image_k = split_joint(fused.attention_at(layer), text_len)
+    return cross_modal_attention(text_q, text_k, image_q, image_k, text_mask, fused.mask[:, text_len:])
 
 
 def freeze(module: nn.Module) -> nn.Module:

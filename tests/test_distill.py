@@ -17,7 +17,7 @@ def random_cross(B=3, nh=2, Lt=6, Nv=5, hs=4, seed=0, text_mask=None):
     return parts, text_mask
 
 
-def reference_cad(t_parts, s_parts, text_mask):
+def reference_cad(t_parts, s_parts, text_mask, image_mask=None):
     """The same loss as plain Python loops over examples, heads and rows."""
     def softmax(scores):
         e = [math.exp(x - max(scores)) for x in scores]
@@ -32,11 +32,12 @@ def reference_cad(t_parts, s_parts, text_mask):
     t2i, i2t = [], []
     for b in range(B):
         words = [j for j in range(Lt) if text_mask[b, j]]
+        patches = [j for j in range(Nv) if image_mask is None or image_mask[b, j]]
         for h in range(nh):
-            for i in words:   # text-to-image: rows of real words, all image keys
-                p, q = dist(tq[b, h, i], ik[b, h], range(Nv)), dist(sq[b, h, i], sk_i[b, h], range(Nv))
+            for i in words:   # text-to-image: rows of real words, real image keys
+                p, q = dist(tq[b, h, i], ik[b, h], patches), dist(sq[b, h, i], sk_i[b, h], patches)
                 t2i.append(sum(pj * (math.log(pj) - math.log(qj)) for pj, qj in zip(p, q)))
-            for i in range(Nv):   # image-to-text: every image row, real word keys
+            for i in patches:   # image-to-text: real image rows, real word keys
                 p, q = dist(iq[b, h, i], tk[b, h], words), dist(sq_i[b, h, i], sk[b, h], words)
                 i2t.append(sum(pj * (math.log(pj) - math.log(qj)) for pj, qj in zip(p, q)))
     return sum(t2i) / len(t2i) + sum(i2t) / len(i2t)
@@ -46,6 +47,18 @@ def test_cad_equals_hand_written_reference_with_padding():
     (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
     loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask), cross_modal_attention(*s_parts, mask), mask)
     assert loss.item() == pytest.approx(reference_cad(t_parts, s_parts, mask), rel=1e-4)
+
+
+def test_cad_equals_hand_written_reference_with_padded_patches():
+    """Real photographs padded to the batch's largest: padded patches are neither keys nor rows."""
+    (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
+    image_mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 3])[:, None]   # (B, Nv)
+    loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask, image_mask),
+                                      cross_modal_attention(*s_parts, mask, image_mask), mask, image_mask)
+    assert loss.item() == pytest.approx(reference_cad(t_parts, s_parts, mask, image_mask), rel=1e-4)
+    unmasked = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask),
+                                          cross_modal_attention(*s_parts, mask), mask)
+    assert abs(unmasked.item() - loss.item()) > 1e-3   # the reference is not blind to the mask
 
 
 def test_cad_is_zero_for_identical_attention_and_positive_otherwise():
@@ -147,6 +160,22 @@ def test_dide_attention_sums_over_both_images_of_a_pair():
     by_hand = sum(cross_modal_attention_loss(teacher_cross_modal_attention(fusion[k], -1, mask),
                                              student_cross_modal_attention(out, -1, k, mask), mask) for k in range(2))
     torch.testing.assert_close(terms["attention"], by_hand)
+
+
+@pytest.mark.parametrize("task", ["reasoning", "vqa"])
+def test_dide_loss_ignores_image_padding(task):
+    """Padding an example's images with extra patches (and saying so in pixel_mask) changes no term."""
+    teacher, student, batch = models_and_batch(task, lengths=(9,))
+    _, terms, _ = dide_loss(student, teacher, batch, task, DistillWeights(ground_truth=1.0))
+    K = batch["images"].shape[1]
+    images = torch.zeros(1, K, 3, 48, 40)
+    images[..., :32, :32] = batch["images"]
+    pixel_mask = torch.zeros(1, K, 48, 40, dtype=torch.bool)
+    pixel_mask[..., :32, :32] = True
+    _, padded, _ = dide_loss(student, teacher, {**batch, "images": images, "pixel_mask": pixel_mask}, task,
+                             DistillWeights(ground_truth=1.0))
+    for name in terms:
+        torch.testing.assert_close(padded[name], terms[name], atol=1e-5, rtol=1e-5)
 
 
 def test_dide_has_no_nan_under_extreme_padding():

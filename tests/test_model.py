@@ -95,6 +95,57 @@ def test_padding_never_changes_the_answer(Model, task):
     torch.testing.assert_close(real, real_padded, atol=1e-5, rtol=1e-5)
 
 
+def pad_images(images):
+    """Images of different sizes, each (K, 3, H, W), padded at the bottom and right into one batch:
+    (B, K, 3, H_max, W_max) and the pixel mask, bool (B, K, H_max, W_max)."""
+    H, W = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    batch = torch.zeros(len(images), images[0].shape[0], 3, H, W)
+    mask = torch.zeros(len(images), images[0].shape[0], H, W, dtype=torch.bool)
+    for b, image in enumerate(images):
+        batch[b, :, :, : image.shape[-2], : image.shape[-1]] = image
+        mask[b, :, : image.shape[-2], : image.shape[-1]] = True
+    return batch, mask
+
+
+@pytest.mark.parametrize("Model", [DualEncoder, FusionEncoder])
+@pytest.mark.parametrize("task", ["reasoning", "vqa"])
+def test_image_padding_never_changes_the_answer(Model, task):
+    """Photographs of different sizes share a batch padded to the largest: each example's answer
+    must equal the one it gets alone, at its own size (its own interpolated positions)."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = Model(cfg).eval()
+    batch = random_batch(cfg, task)
+    K = batch["images"].shape[1]
+    sizes = [(24, 40), (32, 32), (16, 8)]                         # (H, W) of each example, patch 8
+    images = [torch.randn(K, 3, h, w) for h, w in sizes]
+    padded, pixel_mask = pad_images(images)
+    with torch.no_grad():
+        together = model({**batch, "images": padded, "pixel_mask": pixel_mask}, task).logits
+        alone = [model({**{key: value[b:b + 1] for key, value in batch.items()}, "images": images[b][None]},
+                       task).logits for b in range(3)]
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    # the padding mask of the square example is all ones: the same as no mask at all
+    with torch.no_grad():
+        square = model({**{key: value[1:2] for key, value in batch.items()}, "images": images[1][None],
+                        "pixel_mask": torch.ones(1, K, 32, 32, dtype=torch.bool)}, task).logits
+    torch.testing.assert_close(square, alone[1], atol=1e-6, rtol=1e-6)
+
+
+def test_position_embeddings_interpolate_to_other_grids():
+    torch.manual_seed(0)
+    embed = DualEncoder(tiny_config()).image_encoder.embed
+    side = embed.image_size // embed.patch_size                    # 4
+    grid = embed.position[0, 1:].view(side, side, -1)
+    assert torch.equal(embed.grid_positions(side, side).view(side, side, -1), grid)
+    wide = embed.grid_positions(side, 7).view(side, 7, -1)        # a wider photograph
+    # align_corners=True: the four corner patches keep their own embeddings
+    for r, c, rr, cc in [(0, 0, 0, 0), (0, 6, 0, side - 1), (side - 1, 0, side - 1, 0), (side - 1, 6, side - 1, side - 1)]:
+        torch.testing.assert_close(wide[r, c], grid[rr, cc])
+    wide.sum().backward()                                         # interpolated positions still learn
+    assert embed.position.grad[0, 1:].abs().sum() > 0
+
+
 def test_student_towers_do_not_see_the_other_modality():
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -167,7 +218,9 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="image"):
         model(batch, "reasoning")                               # one image given, two needed
     with pytest.raises(ValueError, match="images must be"):
-        model({**batch, "images": batch["images"][..., :16, :16]}, "vqa")
+        model({**batch, "images": batch["images"][..., :12, :12]}, "vqa")     # not whole patches
+    with pytest.raises(ValueError, match="pixel_mask must be"):
+        model({**batch, "pixel_mask": torch.ones(3, 1, 16, 16, dtype=torch.bool)}, "vqa")
     with pytest.raises(ValueError, match="max_text_len"):
         model(pad_more(batch, cfg.max_text_len), "vqa")
     with pytest.raises(ValueError, match="unknown model size"):
