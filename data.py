@@ -329,6 +329,10 @@ class Benchmark:
     def num_classes(self, task: str) -> int:
         return {"reasoning": 2, "entailment": 3, "vqa": len(self.answers)}[task]
 
+    @property
+    def max_text_len(self) -> int:
+        return self.config.max_text_len
+
 
 def vqa_soft_scores(annotators: torch.Tensor, num_answers: int) -> torch.Tensor:
     """long [N, 10] annotator answers -> float [N, A]: each distinct answer given by n

@@ -40,8 +40,10 @@ from tqdm import tqdm
 from runtime import Runtime, StopRequest, autocast_for, setup_distributed, shard
 from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
 from config import add_flags, given_values
-from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark, fit_images, make_batch, vqa_accuracy
+from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from distill import DistillWeights, dide_loss, ground_truth_loss
+from evaluate import evaluate, evaluate_itm
+from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from pretrain import ITMBatches, itm_validation_batches
@@ -93,25 +95,37 @@ TRAIN_PRESETS = {
 }
 
 
+def real_data_preset(real: RealDataConfig) -> dict:
+    """A real data set is one task, and has no image-caption pairs for ITM pre-training."""
+    if not real.real:
+        return {}
+    return dict(tasks=real.task, pretrain_steps=0, rows=",".join(r for r in ROWS if not r.startswith("pretrain")))
+
+
 def parse_args(argv=None):
-    """Flags -> (TrainConfig, DataConfig): dataclass defaults, then the size preset, then explicit flags."""
+    """Flags -> (TrainConfig, DataConfig, RealDataConfig): dataclass defaults, then the size and data
+    presets, then explicit flags."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flags(parser, TrainConfig)
     add_flags(parser, DataConfig)
+    add_flags(parser, RealDataConfig)
     args = parser.parse_args(argv)
     train_given, data_given = given_values(args, TrainConfig), given_values(args, DataConfig)
     size = train_given.get("size", TrainConfig.size)
     if size not in TRAIN_PRESETS:
         parser.error(f"--size: unknown size {size!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-    train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **train_given})
-    data_cfg = DataConfig(**{**DATA_SIZES.get(size, DATA_SIZES["small"]), **data_given})
     try:
+        real_cfg = RealDataConfig(**given_values(args, RealDataConfig)).validate()
+        train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **real_data_preset(real_cfg), **train_given})
         check_train_config(train_cfg)
-        data_cfg.validate()
+        data_cfg = DataConfig(**{**DATA_SIZES.get(size, DATA_SIZES["small"]), **data_given}).validate()
+        if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):
+            raise ValueError(f"--data {real_cfg.data} is the {real_cfg.task} task alone, without image-caption "
+                             f"pairs: use --tasks {real_cfg.task} --pretrain-steps 0 and no pretrain+ rows")
     except ValueError as error:
         parser.error(str(error))
-    return train_cfg, data_cfg
+    return train_cfg, data_cfg, real_cfg
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -202,44 +216,6 @@ def make_schedule(optimizer, cfg: TrainConfig, steps=None):
 
 
 # -----------------------------------------------------------------------------
-# Evaluation
-
-@torch.no_grad()
-def evaluate(model, split, task, cfg: TrainConfig, device):
-    """Accuracy on a whole split (VQA: the VQA score of the arg-max answer), overall and per family."""
-    model.eval()
-    correct = torch.zeros(len(split), device=device)
-    for start in range(0, len(split), cfg.eval_batch_size):
-        index = torch.arange(start, min(start + cfg.eval_batch_size, len(split)), device=device)
-        batch = fit_images(make_batch(split, index), model.config.image_size)
-        with autocast_for(cfg, device):
-            logits = model(batch, task).logits.float()
-        if task == "vqa":
-            correct[index] = vqa_accuracy(logits, batch["vqa_scores"])
-        else:
-            correct[index] = (logits.argmax(-1) == batch["labels"]).float()
-    model.train()
-    family = split.family.to(device)
-    per_family = {name: 100 * correct[family == i].mean().item()
-                  for i, name in enumerate(split.family_names) if (family == i).any()}
-    return {"accuracy": 100 * correct.mean().item(), "per_family": per_family}
-
-
-@torch.no_grad()
-def evaluate_itm(model, batches, cfg, device):
-    """Image-text matching accuracy on fixed validation batches."""
-    model.eval()
-    correct, total = 0.0, 0
-    for batch in batches:
-        with autocast_for(cfg, device):
-            logits = model(fit_images(batch, model.config.image_size), "itm").logits
-        correct += (logits.argmax(-1) == batch["labels"]).sum().item()
-        total += len(batch["labels"])
-    model.train()
-    return {"accuracy": 100 * correct / total, "per_family": {}}
-
-
-# -----------------------------------------------------------------------------
 # The training loop, shared by every stage and row
 
 def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device, teacher=None, weights=None,
@@ -317,8 +293,9 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     tick = time.perf_counter()
     with StopRequest() as stop:
         for step in range(start, steps + 1):
-            terms, grad_norm = train_step(stepper, shard(batches.next(), rt), task, optimizer, schedule, cfg, device,
-                                          teacher, weights, layers)
+            batch = batches.next() if getattr(batches, "per_process", False) else shard(batches.next(), rt)
+            terms, grad_norm = train_step(stepper, batch, task, optimizer, schedule, cfg, device, teacher, weights,
+                                          layers)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             finite &= torch.isfinite(terms["loss"])
@@ -361,7 +338,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
     """A teacher or student of the configured size, optionally starting from a checkpoint."""
     model_cfg = model_config(cfg.size, vocab_size=len(bench.tokenizer), num_answers=bench.num_classes("vqa"),
-                             max_text_len=max(model_config(cfg.size).max_text_len, bench.config.max_text_len))
+                             max_text_len=bench.max_text_len)
     model = (FusionEncoder if kind == "teacher" else DualEncoder)(model_cfg).to(device)
     if init_from:
         model.load_state_dict(load_checkpoint(init_from, expect=model_cfg, tokenizer=bench.tokenizer)["model"])
@@ -398,7 +375,10 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     torch.manual_seed(seed)
     model = new_model("teacher" if row == "teacher" else "student", cfg, bench, device, init_from)
     train, val, test = (bench.splits[task][s] for s in ("train", "val", "test"))
-    batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
+    if isinstance(bench, RealData):   # photographs decoded by DataLoader workers
+        batches = LoaderBatches(train, cfg.batch_size, seed, device, train.workers, rt.rank, rt.world)
+    else:                             # the benchmark, resident on the device
+        batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
     weights = None if row == "teacher" else row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, device),
                               cfg.steps, cfg, rt, bench, teacher if weights else None, weights)
@@ -427,30 +407,43 @@ def prepare_out_dir(cfg):
         raise SystemExit(f"error: --out-dir {cfg.out_dir}: cannot write there ({error.strerror})") from None
 
 
+def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
+    """The built-in benchmark, resident on the device; or a real data set, read from its files."""
+    if real_cfg.real:
+        model_cfg = model_config(cfg.size)
+        data = load_real_data(real_cfg, model_cfg.image_size, model_cfg.patch_size,
+                              max(model_cfg.max_text_len, data_cfg.max_text_len))
+        rt.say(describe(data))
+        return data
+    if not rt.main:
+        rt.barrier()   # rank 0 renders and caches the benchmark first; the others read the cache
+    bench = build_benchmark(data_cfg, tasks=split_list(cfg.tasks), progress=cfg.progress and rt.main)
+    if rt.main:
+        rt.barrier()
+    for task in bench.splits:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
+        bench.splits[task] = {name: split.to(rt.device) for name, split in bench.splits[task].items()}
+    bench.captions = {name: split.to(rt.device) for name, split in bench.captions.items()}
+    return bench
+
+
 def main(argv=None):
-    cfg, data_cfg = parse_args(argv)
+    cfg, data_cfg, real_cfg = parse_args(argv)
     rank, world, device = setup_distributed(cfg)
     tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
     if rank == 0:
         prepare_out_dir(cfg)
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-            json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg), "command": command},
-                      f, indent=2)
+            json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
+                       "real_data": dataclasses.asdict(real_cfg), "command": command}, f, indent=2)
     rt = Runtime(device, MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl")), rank, world)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    if not rt.main:
-        rt.barrier()   # rank 0 renders and caches the benchmark first; the others read the cache
-    bench = build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress and rt.main)
+    bench = load_data(cfg, data_cfg, real_cfg, rt)
     if rt.main:
-        rt.barrier()
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
-    for task in tasks:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
-        bench.splits[task] = {name: split.to(device) for name, split in bench.splits[task].items()}
-    bench.captions = {name: split.to(device) for name, split in bench.captions.items()}
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
 
     distilled = [row for row in rows if row_weights(row, cfg) is not None]
@@ -477,7 +470,7 @@ def main(argv=None):
             for row in rows:
                 if row != "teacher":
                     results.append(finetune(row, task, seed, bench, cfg, rt, student_init.get(row), teacher))
-            if rt.main and teacher is not None and distilled and seed == seeds[0]:
+            if rt.main and teacher is not None and distilled and seed == seeds[0] and not real_cfg.real:
                 draw_attention(teacher, results[-1], task, bench, cfg, device)
 
     if not rt.main:

@@ -1,4 +1,4 @@
-"""Tests of realdata.py on small fake copies of the official layouts, written in tmp_path.
+"""Tests of realdata.py (and metrics.py, wordpiece.py) on small fake copies of the official layouts, written in tmp_path.
 
 The expected values are worked out by hand from the official code (vqaEval.py,
 nlvr2 eval/metrics.py, BERT's WordPiece), so a change of behaviour shows up here.
@@ -15,10 +15,13 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from realdata import (CONTRACTIONS, DataError, WordPieceTokenizer, add_soft_targets,  # noqa: E402
-                      build_answer_vocab, load_image, nlvr2_consistency, normalize_answer,
-                      process_punctuation, read_nlvr2, read_snli_ve, read_vqa, soft_score,
-                      vilt_size, vqa_official_accuracy, write_vqa_results)
+import realdata  # noqa: E402
+from metrics import (CONTRACTIONS, build_answer_vocab, nlvr2_consistency, normalize_answer,  # noqa: E402
+                     process_punctuation, soft_score, vqa_official_accuracy)
+from realdata import (SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image,  # noqa: E402
+                      read_nlvr2, read_snli_ve, read_split, read_vqa, vilt_size, write_vqa_results)
+from wordpiece import WordPieceTokenizer  # noqa: E402
+from scenes import ENTAILMENT_LABELS  # noqa: E402
 
 
 def save_image(path: Path, mode: str = "RGB", fmt: str = "JPEG", size=(8, 6)) -> Path:
@@ -87,7 +90,9 @@ def make_vqa(root: Path) -> Path:
           {"image_id": 42, "question": "Is it red?", "question_id": 42000}]
     answers = {9000: ["cat"] * 7 + ["dog"] * 2 + ["Bird"], 9001: ["two"] * 3 + ["3"] * 7, 42000: ["zebra"] * 10}
     mc = {9000: "cat", 9001: "3", 42000: "zebra"}
+    types = {9000: ("other", "what is"), 9001: ("number", "how many"), 42000: ("yes/no", "is it")}
     anns = [{"question_id": q, "image_id": q // 1000, "multiple_choice_answer": mc[q],
+             "answer_type": types[q][0], "question_type": types[q][1],
              "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(ans)]}
             for q, ans in answers.items()]
     for split in ("train", "val"):
@@ -115,6 +120,26 @@ def test_read_vqa_with_soft_targets(tmp_path):
     assert len(val) == 3 and val[2]["labels"] == [] and val[2]["multiple_choice_answer"] == "zebra"
     mc = [e["multiple_choice_answer"] for e in read_vqa(root, "train")]
     assert build_answer_vocab(mc, min_count=1) == ["cat", "3", "zebra"]
+
+
+def test_vqa_keeps_answer_and_question_types(tmp_path):
+    root = make_vqa(tmp_path)
+    assert VQA_ANSWER_TYPES == ("yes/no", "number", "other")
+    val = read_vqa(root, "val")
+    assert [(e["answer_type"], e["question_type"]) for e in val] == [
+        ("other", "what is"), ("number", "how many"), ("yes/no", "is it")]
+    assert "answer_type" not in read_vqa(root, "test")[0]  # the test splits have no annotations
+    path = root / "v2_mscoco_val2014_annotations.json"
+    anns = json.loads(path.read_text())["annotations"]
+    for field, value, message in [("question_type", None, "missing field 'question_type'"),
+                                  ("answer_type", None, "missing field 'answer_type'"),
+                                  ("answer_type", "colour", "answer_type must be one of")]:
+        bad = {k: v for k, v in anns[1].items() if k != field}
+        if value is not None:
+            bad[field] = value
+        path.write_text(json.dumps({"annotations": [anns[0], bad, anns[2]]}))
+        with pytest.raises(DataError, match=rf"val2014_annotations.json: annotations\[1\]: {message}"):
+            read_vqa(root, "val")
 
 
 def test_vqa_test_split_and_results(tmp_path):
@@ -197,6 +222,46 @@ def test_nlvr2_train_needs_directory_and_missing_file_lists_searched(tmp_path):
         read_nlvr2(tmp_path, "test1")
 
 
+def test_nlvr2_recursive_image_search(tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "dev.json", [nlvr2_line("dev-0-0-0"), nlvr2_line("dev-0-0-1", "False"),
+                                        nlvr2_line("dev-9-0-0")])  # dev-9-0's images are nowhere
+    deep = tmp_path / "whatever" / "deep"
+    for k in (0, 1):
+        save_image(deep / f"dev-0-0-img{k}.png", fmt="PNG")
+    calls = []
+    index = realdata._nlvr2_image_index
+    monkeypatch.setattr(realdata, "_nlvr2_image_index", lambda root: calls.append(root) or index(root))
+    with pytest.warns(UserWarning, match="skipped 1 of 3"):
+        dev = read_nlvr2(tmp_path, "dev")
+    assert len(calls) == 1  # one walk of root per call, not one per example
+    assert [e["identifier"] for e in dev] == ["dev-0-0-0", "dev-0-0-1"]
+    assert dev[1]["images"] == [str(deep / "dev-0-0-img0.png"), str(deep / "dev-0-0-img1.png")]
+    with pytest.raises(DataError, match=r"dev.json:3: image not found; searched: .*\*\*/dev-9-0-img0.png"):
+        read_nlvr2(tmp_path, "dev", missing="error")
+    # A second copy of a name: the first in sorted path order wins, and a warning counts the duplicates.
+    save_image(tmp_path / "a" / "dev-0-0-img0.png", fmt="PNG")
+    with pytest.warns(UserWarning, match="skipped 1 of 3"), \
+            pytest.warns(UserWarning, match="1 NLVR2 image names occur more than once"):
+        dev = read_nlvr2(tmp_path, "dev")
+    assert dev[0]["images"] == [str(tmp_path / "a" / "dev-0-0-img0.png"), str(deep / "dev-0-0-img1.png")]
+    # Train: bucket folders absent, so the names are searched too.
+    write_jsonl(tmp_path / "train.json", [nlvr2_line("train-5-1-0", directory=3)])
+    for k in (0, 1):
+        save_image(tmp_path / "odd" / f"train-5-1-img{k}.png", fmt="PNG")
+    with pytest.warns(UserWarning, match="occur more than once"):  # a new call walks root again
+        train = read_nlvr2(tmp_path, "train")
+    assert train[0]["images"][1] == str(tmp_path / "odd" / "train-5-1-img1.png")
+
+
+def test_nlvr2_standard_folders_keep_priority(tmp_path):
+    root = make_nlvr2(tmp_path)  # dev/ exists but lacks dev-3-1-img1.png
+    save_image(root / "elsewhere" / "dev-3-1-img1.png", fmt="PNG")
+    save_image(root / "elsewhere" / "dev-3-0-img0.png", fmt="PNG")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        dev = read_nlvr2(root, "dev")  # the copy under elsewhere/ is not used
+    assert dev[0]["images"][0] == str(root / "dev" / "dev-3-0-img0.png")
+
+
 def test_nlvr2_consistency():
     ids = ["dev-1-0-0", "dev-1-1-0", "dev-1-2-0", "dev-1-0-1", "dev-1-1-1", "dev-2-0-0"]
     correct = [True, True, True, True, False, True]  # sentence dev-1-?-1 fails once
@@ -221,7 +286,9 @@ def test_read_snli_ve(tmp_path):
         save_image(tmp_path / "flickr30k-images" / f"{name}.jpg")
     dev = read_snli_ve(tmp_path, "dev")
     assert [Path(e["image"]).name for e in dev] == ["100.jpg", "200.jpg", "300.jpg", "100.jpg"]
-    assert [e["label_id"] for e in dev] == [1, 2, 0, 1]
+    assert ENTAILMENT_LABELS == ("entailment", "neutral", "contradiction")  # the benchmark's order
+    assert [e["label_id"] for e in dev] == [0, 1, 2, 0]  # ours, not DiDE's (1, 2, 0) nor ALBEF's (2, 1, 0)
+    assert [e["pair_id"] for e in dev] == ["1.jpg#0r1e"] * 3 + ["100.jpg#3r1e"]
     assert all(e["hypothesis"] == "A dog runs." for e in dev)
     assert not any("PREMISE" in str(v) for e in dev for v in e.values())
 
@@ -242,6 +309,87 @@ def test_snli_ve_errors(tmp_path):
     write_jsonl(tmp_path / "snli_ve_train.jsonl", [line])
     with pytest.raises(DataError, match="snli_ve_train.jsonl:1: missing field 'sentence2'"):
         read_snli_ve(tmp_path, "train")
+
+
+def albef_item(image, label="entailment", sentence="A dog runs."):
+    return {"image": image, "sentence": sentence, "label": label}
+
+
+def test_read_snli_ve_albef_list_format(tmp_path):
+    (tmp_path / "dev.json").write_text(json.dumps([
+        albef_item("100"), albef_item("200.jpg", "neutral"),  # an id with .jpg gets no second one
+        albef_item(300, "contradiction")]))                   # an int id
+    for name in ("100", "200", "300"):
+        save_image(tmp_path / "images" / f"{name}.jpg")
+    dev = read_snli_ve(tmp_path, "dev")
+    assert [e["image"] for e in dev] == [str(tmp_path / "images" / f"{n}.jpg") for n in ("100", "200", "300")]
+    assert [(e["pair_id"], e["label"], e["label_id"]) for e in dev] == [
+        ("dev-0", "entailment", 0), ("dev-1", "neutral", 1), ("dev-2", "contradiction", 2)]
+    assert set(dev[0]) == {"pair_id", "image", "hypothesis", "label", "label_id"}  # as the jsonl path
+    assert dev[0]["hypothesis"] == "A dog runs."
+    # ve_{split}.json, with the images in a Flickr30k folder passed as image_dir
+    (tmp_path / "ve_test.json").write_text(json.dumps([albef_item("100")]))
+    test = read_snli_ve(tmp_path, "test", image_dir=tmp_path / "images")
+    assert test[0]["image"] == str(tmp_path / "images" / "100.jpg")
+
+
+def test_snli_ve_official_jsonl_comes_first(tmp_path):
+    save_image(tmp_path / "flickr30k_images" / "100.jpg")
+    (tmp_path / "dev.json").write_text(json.dumps([albef_item("100", "neutral")]))
+    write_jsonl(tmp_path / "snli_ve_dev.jsonl", [snli_line("contradiction", Flickr30K_ID="100")])
+    assert [e["label"] for e in read_snli_ve(tmp_path, "dev")] == ["contradiction"]
+    # A .json file holding JSON Lines is the official format under another name.
+    write_jsonl(tmp_path / "train.json", [snli_line("entailment", Flickr30K_ID="100")])
+    assert [e["pair_id"] for e in read_snli_ve(tmp_path, "train")] == ["1.jpg#0r1e"]
+
+
+def test_snli_ve_albef_errors_name_file_and_index(tmp_path):
+    save_image(tmp_path / "images" / "100.jpg")
+    path = tmp_path / "ve_train.json"
+    for items, message in [
+        ([albef_item("100"), {"image": "100", "label": "neutral"}], r"\[1\]: missing field 'sentence'"),
+        ([albef_item("100", label="yes")], r"\[0\]: label must be one of"),
+        ([albef_item("100"), albef_item("100", sentence=" ")], r"\[1\]: field 'sentence' is empty"),
+        ([albef_item("100"), "not an object"], r"\[1\]: expected a JSON object"),
+    ]:
+        path.write_text(json.dumps(items))
+        with pytest.raises(DataError, match="ve_train.json: " + message):
+            read_snli_ve(tmp_path, "train")
+    path.write_text('[{"image": "100",')
+    with pytest.raises(DataError, match="ve_train.json: not valid JSON"):
+        read_snli_ve(tmp_path, "train")
+    path.write_text(json.dumps([albef_item("100"), albef_item("404")]))
+    with pytest.raises(DataError, match=r"ve_train.json: \[1\]: image not found.*images/404.jpg"):
+        read_snli_ve(tmp_path, "train", missing="error")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        assert [e["pair_id"] for e in read_snli_ve(tmp_path, "train")] == ["train-0"]
+    with pytest.raises(DataError, match=r"snli_ve_dev.jsonl(.|\n)*dev.json(.|\n)*ve_dev.json"):
+        read_snli_ve(tmp_path, "dev")
+
+
+# ------------------------------------------------------------------ read_split
+def test_read_split_dispatches_and_splits_name_the_official_ones(tmp_path):
+    assert SPLITS == {"vqav2": {"train": "train", "val": "val", "test": "val"},
+                      "nlvr2": {"train": "train", "val": "dev", "test": "test1"},
+                      "snli-ve": {"train": "train", "val": "dev", "test": "test"}}
+    nlvr2 = make_nlvr2(tmp_path / "nlvr2")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        assert [e["identifier"] for e in read_split("nlvr2", nlvr2, SPLITS["nlvr2"]["val"])] == ["dev-3-0-1"]
+    with pytest.raises(DataError, match="dev.json:2: image not found"):  # kwargs reach the reader
+        read_split("nlvr2", nlvr2, "dev", missing="error")
+    with pytest.raises(DataError, match="test1.json"):
+        read_split("nlvr2", nlvr2, SPLITS["nlvr2"]["test"])
+    (tmp_path / "vqa").mkdir()
+    vqa = make_vqa(tmp_path / "vqa")
+    test = read_split("vqav2", vqa, SPLITS["vqav2"]["test"])  # val2014: the test server's splits have no answers
+    assert "val2014" in test[0]["image"] and len(test) == 3 and test[0]["answer_type"] == "other"
+    assert "test2015" in read_split("vqav2", vqa, "test")[0]["image"]  # the server's split, by its own name
+    snli = tmp_path / "snli"
+    save_image(snli / "images" / "100.jpg")
+    (snli / "test.json").write_text(json.dumps([albef_item("100")]))
+    assert read_split("snli-ve", snli, SPLITS["snli-ve"]["test"])[0]["label_id"] == 0
+    with pytest.raises(ValueError, match=r"'nlvr2', 'snli-ve', 'vqav2'.*'snli_ve'"):
+        read_split("snli_ve", snli, "test")
 
 
 # ------------------------------------------------------------------ images

@@ -85,6 +85,12 @@ def test_help_lists_every_field():
     (["--tasks", "captioning"], "--tasks"),
     (["--compile", "maybe"], "--compile"),
     (["--no-such-flag", "1"], "unrecognized"),
+    (["--data", "coco"], "--data"),
+    (["--data", "nlvr2"], "--data-dir"),
+    (["--data", "nlvr2", "--data-dir", "/no/such/folder"], "--data-dir"),
+    (["--data", "vqav2", "--data-dir", ".", "--tasks", "reasoning"], "--tasks vqa"),
+    (["--data", "snli-ve", "--data-dir", ".", "--pretrain-steps", "10"], "--pretrain-steps 0"),
+    (["--missing-images", "ignore"], "--missing-images"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -94,9 +100,15 @@ def test_bad_flags_get_one_clear_line(argv, message, capsys):
 
 
 def test_flags_override_the_size_preset():
-    cfg, data_cfg = train.parse_args(["--size", "tiny", "--steps", "7", "--compile", "false"])
+    cfg, data_cfg, real_cfg = train.parse_args(["--size", "tiny", "--steps", "7", "--compile", "false"])
     assert cfg.steps == 7 and cfg.batch_size == train.TRAIN_PRESETS["tiny"]["batch_size"] and cfg.compile is False
-    assert data_cfg.image_size == 32
+    assert data_cfg.image_size == 32 and not real_cfg.real
+
+
+def test_a_real_data_set_is_one_task_without_pre_training(tmp_path):
+    cfg, _, real_cfg = train.parse_args(["--data", "nlvr2", "--data-dir", str(tmp_path)])
+    assert real_cfg.task == "reasoning" and cfg.tasks == "reasoning" and cfg.pretrain_steps == 0
+    assert "pretrain" not in cfg.rows and "soft+attention" in cfg.rows
 
 
 def test_unwritable_out_dir_is_one_clear_line(tmp_path):

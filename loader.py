@@ -1,0 +1,327 @@
+"""Real data sets as training batches: VQA v2, NLVR2 and SNLI-VE, read by realdata.py.
+
+The built-in benchmark lives on the GPU and a batch is tensor indexing (data.py). Real
+photographs are too many for that: here a batch is decoded from the image files, in
+DataLoader worker processes, into pinned memory, while the GPU trains on the one before.
+
+    cfg = RealDataConfig(data="nlvr2", data_dir="/data/nlvr2")
+    data = load_real_data(cfg, image_side=384, patch_size=32, max_text_len=40)
+    batches = LoaderBatches(data.splits["reasoning"]["train"], 128, seed=0, device=device, workers=8)
+    batch = batches.next()   # images (B, K, 3, H, W), pixel_mask (B, K, H, W), text_ids, text_mask, labels
+
+Images are resized as ViLT does (shorter side 384, longer side at most 640, whole patches),
+so they differ in size: a batch is padded at the bottom and right to its largest image, and
+`pixel_mask` tells the model which pixels are real (model.ImageEmbedding).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data import Tokenizer, model_images
+from metrics import build_answer_vocab, nlvr2_consistency
+from realdata import SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image, read_split
+from wordpiece import WordPieceTokenizer
+
+DATA_SETS = {"vqav2": "vqa", "nlvr2": "reasoning", "snli-ve": "entailment"}   # data set -> the task it is
+TEXT_FIELD = {"vqav2": "question", "nlvr2": "sentence", "snli-ve": "hypothesis"}
+ID_FIELD = {"vqav2": "question_id", "nlvr2": "identifier", "snli-ve": "pair_id"}
+
+
+@dataclass
+class RealDataConfig:
+    data: str = "benchmark"        # benchmark (built in), or a data set you downloaded: vqav2, nlvr2, snli-ve
+    data_dir: str = ""             # root folder of that data set, in its official layout (README: Real data)
+    image_dir: str = ""            # SNLI-VE only: the Flickr30k image folder, if it is not under --data-dir
+    vocab: str = ""                # a BERT vocab.txt: WordPiece tokens (else words of the training text)
+    min_answer_count: int = 9      # VQA v2: answers given this often in training make the vocabulary (ViLT: 9)
+    missing_images: str = "skip"   # an example whose image is missing or unreadable: skip (counted) or error
+    image_side: int = 0            # shorter image side in pixels (0: the model's image size, 384 at vilt-b32)
+    train_limit: int = 0           # train on the first N examples only (0: all)
+    val_examples: int = 2000       # validate during training on this many examples; the test split is whole
+    loader_workers: int = 8        # DataLoader processes decoding images (0: in the training process)
+
+    @property
+    def real(self) -> bool:
+        return self.data != "benchmark"
+
+    @property
+    def task(self) -> str:
+        return DATA_SETS[self.data]
+
+    def validate(self) -> RealDataConfig:
+        """Raise ValueError naming the flag at fault."""
+        if self.data != "benchmark" and self.data not in DATA_SETS:
+            raise ValueError(f"--data: unknown data set {self.data!r}; choose benchmark, {', '.join(DATA_SETS)}")
+        if self.real and not self.data_dir:
+            raise ValueError(f"--data {self.data} needs --data-dir, the folder of your copy (nothing is downloaded)")
+        if self.real and not os.path.isdir(self.data_dir):
+            raise ValueError(f"--data-dir {self.data_dir}: no such folder")
+        if self.vocab and not os.path.isfile(self.vocab):
+            raise ValueError(f"--vocab {self.vocab}: no such file")
+        if self.missing_images not in ("skip", "error"):
+            raise ValueError(f"--missing-images must be skip or error, got {self.missing_images!r}")
+        for name in ("min_answer_count", "val_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("image_side", "train_limit", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        return self
+
+
+# -----------------------------------------------------------------------------
+# One split: examples as read, texts tokenised once, images read on demand
+
+@dataclass
+class RealSplit(Dataset):
+    task: str
+    image_paths: list[list[str]]       # K image files per example
+    text_ids: torch.Tensor             # long [N, L]
+    labels: torch.Tensor               # long [N] (vqa: the highest-scoring answer, 0 if none is in the vocabulary)
+    family: torch.Tensor               # long [N]: VQA answer type; 0 elsewhere
+    family_names: list[str]            # VQA: yes/no, number, other; empty elsewhere
+    texts: list[str]
+    ids: list                          # question_id / identifier / pair_id, for results files and consistency
+    vqa_targets: list[tuple[list[int], list[float]]] | None   # vqa: (answer indices, soft scores) per example
+    num_answers: int
+    pad_id: int
+    image_side: int
+    patch_size: int
+    missing: str                       # skip or error
+    workers: int = 0                   # DataLoader processes decoding its images
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: list[int]) -> RealSplit:
+        """The examples at `index`, in that order."""
+        pick = torch.tensor(index, dtype=torch.long)
+        return replace(self, image_paths=[self.image_paths[i] for i in index], text_ids=self.text_ids[pick],
+                       labels=self.labels[pick], family=self.family[pick], texts=[self.texts[i] for i in index],
+                       ids=[self.ids[i] for i in index],
+                       vqa_targets=None if self.vqa_targets is None else [self.vqa_targets[i] for i in index])
+
+    def __getitem__(self, i):
+        """(i, [uint8 (H, W, 3) per image]), or (i, error message) where an image cannot be read."""
+        try:
+            return i, [torch.from_numpy(load_image(p, self.image_side, self.patch_size)) for p in self.image_paths[i]]
+        except DataError as error:
+            if self.missing == "error":
+                raise
+            return i, str(error)
+
+    def collate(self, items) -> tuple[dict, list[str]]:
+        """Examples -> one batch, padded to the largest image, and the errors of skipped examples."""
+        errors = [images for _, images in items if isinstance(images, str)]
+        items = [(i, images) for i, images in items if not isinstance(images, str)]
+        B, K = len(items), len(self.image_paths[0])
+        H = max((im.shape[0] for _, images in items for im in images), default=self.patch_size)
+        W = max((im.shape[1] for _, images in items for im in images), default=self.patch_size)
+        images = torch.zeros(B, K, H, W, 3, dtype=torch.uint8)          # padded with black
+        pixel_mask = torch.zeros(B, K, H, W, dtype=torch.bool)          # True at real pixels
+        for b, (_, example) in enumerate(items):
+            for k, image in enumerate(example):
+                h, w = image.shape[:2]
+                images[b, k, :h, :w], pixel_mask[b, k, :h, :w] = image, True
+        index = torch.tensor([i for i, _ in items], dtype=torch.long)   # (B,) positions in the split
+        text_ids = self.text_ids[index]                                 # (B, L)
+        batch = {"index": index, "images": images, "pixel_mask": pixel_mask, "text_ids": text_ids,
+                 "text_mask": text_ids != self.pad_id, "labels": self.labels[index]}
+        if self.vqa_targets is not None:
+            scores = torch.zeros(B, self.num_answers)                   # (B, A) VQA soft scores
+            for b, i in enumerate(index.tolist()):
+                answers, values = self.vqa_targets[i]
+                scores[b, answers] = torch.tensor(values)
+            batch["vqa_scores"] = scores
+        return batch, errors
+
+
+def to_device(batch: dict, device) -> dict:
+    """Copy a collated batch to the device (asynchronously from pinned memory) and turn uint8
+    images (B, K, H, W, 3) into the model's float (B, K, 3, H, W) in [-1, 1] there."""
+    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    return {**batch, "images": model_images(batch["images"])}
+
+
+def _loader(split: RealSplit, batch_sampler, workers: int, device) -> DataLoader:
+    return DataLoader(split, batch_sampler=batch_sampler, num_workers=workers, collate_fn=split.collate,
+                      pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if workers else None)
+
+
+class LoaderBatches:
+    """Training batches of a RealSplit, endless, in a fresh random order every epoch.
+
+    The order of epoch e is a permutation drawn from (seed, e) alone, so a resumed run needs
+    only (epoch, position) to continue exactly. Under DDP each process loads only its own rows
+    of the global batch (`per_process`: train.fit does not shard them again).
+    """
+    per_process = True
+
+    def __init__(self, split: RealSplit, batch_size: int, seed: int, device, workers: int = 0, rank=0, world=1):
+        if batch_size > len(split):
+            raise SystemExit(f"error: --batch-size {batch_size} is larger than the training set ({len(split)} examples)")
+        self.split, self.batch_size, self.seed, self.device = split, batch_size, seed, device
+        self.workers, self.rank, self.world = workers, rank, world
+        self.epoch, self.position, self.skipped = 0, 0, 0   # what has been consumed
+        self.iterator = None
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(len(self.split), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def index_lists(self, epoch: int, position: int):
+        """This process's rows of every global batch from (epoch, position) on; the last partial batch is dropped."""
+        while True:
+            order = self.order(epoch)
+            for start in range(position, len(self.split) - self.batch_size + 1, self.batch_size):
+                yield order[start: start + self.batch_size][self.rank:: self.world].tolist()
+            epoch, position = epoch + 1, 0
+
+    def next(self) -> dict:
+        while True:
+            if self.iterator is None:
+                self.iterator = iter(_loader(self.split, self.index_lists(self.epoch, self.position),
+                                             self.workers, self.device))
+            batch, errors = next(self.iterator)
+            self.position += self.batch_size
+            if self.position + self.batch_size > len(self.split):
+                self.epoch, self.position = self.epoch + 1, 0
+            if errors:
+                self.skipped += len(errors)
+                warnings.warn(f"skipped {len(errors)} examples with unreadable images ({self.skipped} so far): "
+                              f"{errors[0]}", stacklevel=2)
+            if len(batch["index"]):
+                return to_device(batch, self.device)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.skipped = state["epoch"], state["position"], state["skipped"]
+        self.iterator = None   # restart the workers at the restored position
+
+
+def eval_batches(split: RealSplit, batch_size: int, device):
+    """The whole split in order; skipped examples are simply absent from `batch["index"]`."""
+    index_lists = [list(range(s, min(s + batch_size, len(split)))) for s in range(0, len(split), batch_size)]
+    for batch, errors in _loader(split, index_lists, split.workers, device):
+        if errors:
+            warnings.warn(f"evaluation skipped {len(errors)} examples with unreadable images: {errors[0]}")
+        if len(batch["index"]):
+            yield to_device(batch, device)
+
+
+def breakdown(split: RealSplit, correct: torch.Tensor, seen: torch.Tensor) -> dict:
+    """Per answer type (VQA v2) or consistency (NLVR2), in %, over the examples evaluated."""
+    if split.task == "reasoning":
+        ids = [split.ids[i] for i in seen.nonzero().flatten().tolist()]
+        return {"consistency": 100 * nlvr2_consistency(ids, correct[seen].tolist())}
+    return {name: 100 * correct[seen & (split.family == i)].mean().item()
+            for i, name in enumerate(split.family_names) if (seen & (split.family == i)).any()}
+
+
+# -----------------------------------------------------------------------------
+# Reading a whole data set
+
+@dataclass
+class RealData:
+    """What train.py needs of a data set, like data.Benchmark: tokenizer, answers, splits."""
+    config: RealDataConfig
+    tokenizer: Tokenizer | WordPieceTokenizer
+    answers: list[str]                                  # VQA answer vocabulary (empty for the others)
+    splits: dict[str, dict[str, RealSplit]]             # [task][train / val / test]
+    max_text_len: int
+    captions: dict = field(default_factory=dict)        # none: no ITM pre-training on real data
+
+    def num_classes(self, task: str) -> int:
+        return {"reasoning": 2, "entailment": 3, "vqa": max(1, len(self.answers))}[task]
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> torch.Tensor:
+    """long [N, max_len]: [CLS] tokens [SEP], cut to max_len as ViLT does (the [SEP] kept), padded."""
+    out = torch.full((len(texts), max_len), tokenizer.PAD, dtype=torch.long)
+    cut = 0
+    for row, text in enumerate(texts):
+        ids = tokenizer.encode(text)
+        if len(ids) > max_len:
+            ids, cut = ids[: max_len - 1] + [tokenizer.SEP], cut + 1
+        out[row, : len(ids)] = torch.tensor(ids)
+    if cut:
+        warnings.warn(f"{cut} of {len(texts)} texts were longer than {max_len} tokens and were cut", stacklevel=2)
+    return out
+
+
+def make_split(cfg, task, examples, tokenizer, answers, image_side, patch_size, max_text_len) -> RealSplit:
+    if not examples:
+        raise DataError(f"--data {cfg.data}: a split has no examples left (were all its images missing?)")
+    texts = [e[TEXT_FIELD[cfg.data]] for e in examples]
+    if task == "vqa":
+        targets = [(e.get("labels", []), e.get("scores", [])) for e in examples]
+        labels = [a[max(range(len(s)), key=s.__getitem__)] if s else 0 for a, s in targets]
+        family = [VQA_ANSWER_TYPES.index(e["answer_type"]) if e.get("answer_type") in VQA_ANSWER_TYPES else 0
+                  for e in examples]
+        family_names = list(VQA_ANSWER_TYPES)
+    else:
+        targets, family, family_names = None, [0] * len(examples), []
+        labels = [int(e["label"]) if task == "reasoning" else e["label_id"] for e in examples]
+    paths = [e["images"] if task == "reasoning" else [e["image"]] for e in examples]
+    return RealSplit(task, paths, encode_texts(tokenizer, texts, max_text_len), torch.tensor(labels),
+                     torch.tensor(family), family_names, texts, [e[ID_FIELD[cfg.data]] for e in examples],
+                     targets, max(1, len(answers)), tokenizer.PAD, image_side, patch_size, cfg.missing_images,
+                     cfg.loader_workers)
+
+
+def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_text_len: int) -> RealData:
+    """Read train / validation / test of one data set (realdata.SPLITS says which official split is which).
+
+    Validation is a fixed random subset of `val_examples` of the official validation split. Where the
+    test split is the same official split (VQA v2: the test server's splits have no answers, so we test
+    on val2014), the validation subset is taken out of the test split: a model is never tested on the
+    examples that chose its checkpoint.
+    """
+    cfg.validate()
+    task, names = cfg.task, SPLITS[cfg.data]
+    options = {"missing": cfg.missing_images}
+    if cfg.data == "snli-ve" and cfg.image_dir:
+        options["image_dir"] = cfg.image_dir
+    train = read_split(cfg.data, cfg.data_dir, names["train"], **options)
+    if cfg.train_limit:
+        train = train[: cfg.train_limit]
+    answers = []
+    if task == "vqa":
+        answers = build_answer_vocab([e["multiple_choice_answer"] for e in train], cfg.min_answer_count)
+        if not answers:
+            raise DataError(f"--min-answer-count {cfg.min_answer_count}: no training answer is that frequent")
+        train = add_soft_targets(train, answers, drop_unanswerable=True)
+    shared = names["test"] == names["val"]          # VQA v2: both are val2014
+    held_out = read_split(cfg.data, cfg.data_dir, names["val"], **options)
+    test = held_out if shared else read_split(cfg.data, cfg.data_dir, names["test"], **options)
+    if task == "vqa":   # evaluation keeps every question, also those with no answer in the vocabulary
+        held_out = add_soft_targets(held_out, answers, drop_unanswerable=False)
+        test = held_out if shared else add_soft_targets(test, answers, drop_unanswerable=False)
+    val_index = sorted(torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))
+                       [: cfg.val_examples].tolist())
+    val = [held_out[i] for i in val_index]
+    if shared:
+        chosen = set(val_index)
+        test = [e for i, e in enumerate(held_out) if i not in chosen]
+    tokenizer = (WordPieceTokenizer.load(cfg.vocab) if cfg.vocab
+                 else Tokenizer.build(e[TEXT_FIELD[cfg.data]] for e in train))
+    side = cfg.image_side or image_side
+    splits = {name: make_split(cfg, task, examples, tokenizer, answers, side, patch_size, max_text_len)
+              for name, examples in (("train", train), ("val", val), ("test", test))}
+    return RealData(cfg, tokenizer, answers, {task: splits}, max_text_len)
+
+
+def describe(data: RealData) -> str:
+    task = data.config.task
+    sizes = ", ".join(f"{name} {len(split):,}" for name, split in data.splits[task].items())
+    extra = f", {len(data.answers):,} answers" if data.answers else ""
+    return (f"{data.config.data} from {data.config.data_dir}: {sizes} examples; "
+            f"{len(data.tokenizer):,} tokens{extra}; images: shorter side {data.splits[task]['train'].image_side} px")
+

@@ -1,0 +1,151 @@
+"""loader.py and `train.py --data`: the real-data path, end to end, on the benchmark written out in
+each official layout by export.py (no download): labels survive, batches pad photographs of
+different sizes, resume exactly, shard by process, skip unreadable images, and a tiny model trains."""
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import export
+import train
+from data import DATA_SIZES, DataConfig, build_benchmark
+from loader import LoaderBatches, RealDataConfig, eval_batches, load_real_data
+from realdata import DataError
+
+DATA_SETS = ("vqav2", "nlvr2", "snli-ve")
+TASK = {"vqav2": "vqa", "nlvr2": "reasoning", "snli-ve": "entailment"}
+
+
+@pytest.fixture(scope="module")
+def data_cfg(tmp_path_factory):
+    return DataConfig(**{**DATA_SIZES["tiny"], "train_examples": 64, "eval_examples": 32, "workers": 1,
+                         "cache_dir": str(tmp_path_factory.mktemp("cache"))})
+
+
+@pytest.fixture(scope="module")
+def exported(data_cfg, tmp_path_factory):
+    return export.export("all", tmp_path_factory.mktemp("exported"), data_cfg)
+
+
+def real(exported, name, **overrides):
+    cfg = RealDataConfig(data=name, data_dir=str(exported / name), min_answer_count=1, val_examples=16,
+                         loader_workers=0, **overrides)
+    return load_real_data(cfg, image_side=32, patch_size=8, max_text_len=32)
+
+
+@pytest.mark.parametrize("name", DATA_SETS)
+def test_labels_and_texts_survive_the_round_trip(name, exported, data_cfg):
+    """The benchmark's own training labels come back through the official layout and the loader:
+    SNLI-VE's label strings map to the benchmark's label order, NLVR2's "True" to 1."""
+    bench = build_benchmark(data_cfg, tasks=[TASK[name]], progress=False).splits[TASK[name]]["train"]
+    split = real(exported, name).splits[TASK[name]]["train"]
+    assert split.texts == bench.texts
+    if name == "vqav2":   # the answer vocabulary is rebuilt from strings, so compare answers by name
+        assert split.vqa_targets is not None and len(split.vqa_targets) == len(bench)
+    else:
+        assert torch.equal(split.labels, bench.labels)
+
+
+def test_vqa_never_tests_on_the_validation_examples(exported):
+    data = real(exported, "vqav2")
+    splits = data.splits["vqa"]
+    val, test = set(splits["val"].ids), set(splits["test"].ids)
+    assert len(val) == 16 and not val & test
+    with open(exported / "vqav2" / "v2_OpenEnded_mscoco_val2014_questions.json") as f:
+        assert val | test == {q["question_id"] for q in json.load(f)["questions"]}
+
+
+def test_photographs_of_different_sizes_are_padded_with_a_pixel_mask(tmp_path, exported):
+    split = real(exported, "snli-ve").splits["entailment"]["train"]
+    for i, size in enumerate([(40, 32), (32, 64), (100, 100)]):   # wide, tall, square (W, H)
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", size, (200, 10, 10)).save(path)
+        split.image_paths[i] = [str(path)]
+    batch, errors = split.collate([split[i] for i in range(3)])
+    # ViLT's resize at side 32, patch 8 (W x H): 40x32 stays; 32x64 has its longer side capped at
+    # 32 * 640 / 384 = 53.3, so 27x53, cut to whole patches 24x48; 100x100 becomes 32x32.
+    assert not errors and batch["images"].shape[1:] == (1, 48, 40, 3)
+    assert batch["pixel_mask"][:, 0].sum((1, 2)).tolist() == [32 * 40, 48 * 24, 32 * 32]
+    assert (batch["images"][~batch["pixel_mask"]] == 0).all()
+    assert batch["pixel_mask"][0, 0, :32, :40].all() and not batch["pixel_mask"][0, 0, 32:].any()
+
+
+def index_lists(batches, n):
+    return [batches.next()["index"].tolist() for _ in range(n)]
+
+
+def test_loader_batches_resume_exactly_across_epochs(exported):
+    split = real(exported, "nlvr2").splits["reasoning"]["train"]   # 64 examples: 4 batches of 16 an epoch
+    first = LoaderBatches(split, 16, seed=3, device="cpu", workers=0)
+    index_lists(first, 3)
+    state = first.state_dict()
+    expected = index_lists(first, 3)                               # crosses into the second epoch
+    resumed = LoaderBatches(split, 16, seed=3, device="cpu", workers=0)
+    resumed.load_state_dict(state)
+    assert index_lists(resumed, 3) == expected
+    assert sorted(sum(index_lists(LoaderBatches(split, 16, 3, "cpu"), 4), [])) == list(range(64))  # an epoch: each once
+
+
+def test_each_process_loads_only_its_rows(exported):
+    split = real(exported, "nlvr2").splits["reasoning"]["train"]
+    whole = LoaderBatches(split, 16, seed=0, device="cpu").next()["index"]
+    rows = [LoaderBatches(split, 16, seed=0, device="cpu", rank=r, world=2).next()["index"] for r in (0, 1)]
+    assert torch.equal(rows[0], whole[0::2]) and torch.equal(rows[1], whole[1::2])
+
+
+def test_workers_give_the_same_batches(exported):
+    split = real(exported, "vqav2").splits["vqa"]["train"]
+    serial, parallel = (LoaderBatches(split, 8, seed=1, device="cpu", workers=w).next() for w in (0, 2))
+    for key in serial:
+        assert torch.equal(serial[key], parallel[key]), key
+
+
+def test_unreadable_images_are_skipped_and_counted_or_an_error(exported):
+    split = real(exported, "snli-ve").splits["entailment"]["val"]
+    broken = split.image_paths[2][0]
+    data = open(broken, "rb").read()
+    try:
+        with open(broken, "wb") as f:
+            f.write(data[: len(data) // 3])                            # a truncated JPEG
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            indices = sum((b["index"].tolist() for b in eval_batches(split, 8, "cpu")), [])
+        skipped = {i for i, paths in enumerate(split.image_paths) if paths[0] == broken}
+        assert sorted(set(range(len(split))) - skipped) == indices and skipped
+        assert any(broken in str(w.message) for w in caught)
+        split.missing = "error"
+        with pytest.raises(DataError, match=os.path.basename(broken)):
+            list(eval_batches(split, 8, "cpu"))
+    finally:
+        with open(broken, "wb") as f:
+            f.write(data)
+
+
+@pytest.mark.parametrize("name", DATA_SETS)
+def test_train_py_trains_a_tiny_model_on_each_layout(name, exported, tmp_path):
+    out = tmp_path / "run"
+    results = train.main(["--size", "tiny", "--data", name, "--data-dir", str(exported / name),
+                          "--rows", "teacher,dual,soft+attention", "--steps", "3", "--eval-every", "3",
+                          "--batch-size", "8", "--eval-batch-size", "16", "--min-answer-count", "1",
+                          "--val-examples", "16", "--loader-workers", "0", "--out-dir", str(out),
+                          "--progress", "false", "--speed", "false"])
+    assert {r["row"] for r in results} == {"teacher", "dual", "soft+attention"}
+    assert all(0.0 <= r["accuracy"] <= 100.0 and np.isfinite(r["accuracy"]) for r in results)
+    table = (out / "results.md").read_text()
+    assert {"vqav2": "yes/no", "nlvr2": "consistency", "snli-ve": "| soft+attention |"}[name] in table
+    assert json.loads((out / "config.json").read_text())["real_data"]["data"] == name
+
+
+def test_a_bert_vocabulary_gives_wordpiece_tokens(exported, tmp_path, data_cfg):
+    words = sorted({w for t in real(exported, "snli-ve").splits["entailment"]["train"].texts for w in t.split()})
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words[: len(words) // 2]) + "\n")
+    data = real(exported, "snli-ve", vocab=str(vocab))
+    ids = data.splits["entailment"]["train"].text_ids
+    assert data.tokenizer.to_dict()["kind"] == "wordpiece" and (ids == data.tokenizer.UNK).any()
+    assert (ids[:, 0] == data.tokenizer.CLS).all()
