@@ -9,6 +9,7 @@ import torch
 
 from data import fit_images, make_batch, vqa_accuracy
 from loader import RealSplit, breakdown, eval_batches
+from realdata import write_vqa_results
 from runtime import autocast_for
 
 
@@ -63,3 +64,22 @@ def evaluate_itm(model, batches, cfg, device):
         total += len(batch["labels"])
     model.train()
     return {"accuracy": 100 * correct / total, "per_family": {}}
+
+
+@torch.no_grad()
+def predict_vqa(model, split: RealSplit, answers: list[str], cfg, device, path: str) -> int:
+    """The arg-max answer to every question of `split`, written as the evaluation server's results
+    file ([{"question_id", "answer"}]). Returns how many questions were answered."""
+    model.eval()
+    question_ids, predicted = [], []
+    for batch in eval_batches(split, cfg.eval_batch_size, device):
+        with autocast_for(cfg, device):
+            best = model(batch, "vqa").logits.argmax(-1).tolist()
+        question_ids += [split.ids[i] for i in batch["index"].tolist()]
+        predicted += [answers[a] for a in best]
+    model.train()
+    if len(question_ids) < len(split):   # the server wants every question: say so, do not hide it
+        print(f"warning: {len(split) - len(question_ids)} questions have unreadable images and are missing "
+              f"from {path}; the evaluation server will refuse it")
+    write_vqa_results(path, question_ids, predicted)
+    return len(question_ids)

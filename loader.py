@@ -45,6 +45,7 @@ class RealDataConfig:
     train_limit: int = 0           # train on the first N examples only (0: all)
     val_examples: int = 2000       # validate during training on this many examples; the test split is whole
     loader_workers: int = 8        # DataLoader processes decoding images (0: in the training process)
+    vqa_predict: str = ""          # VQA v2: also answer this split's questions (test-dev or test) for the server
 
     @property
     def real(self) -> bool:
@@ -69,6 +70,8 @@ class RealDataConfig:
         for name in ("min_answer_count", "val_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.vqa_predict and (self.data != "vqav2" or self.vqa_predict not in ("test-dev", "test")):
+            raise ValueError(f"--vqa-predict {self.vqa_predict}: only with --data vqav2, and test-dev or test")
         for name in ("image_side", "train_limit", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
@@ -316,6 +319,14 @@ def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_te
     splits = {name: make_split(cfg, task, examples, tokenizer, answers, side, patch_size, max_text_len)
               for name, examples in (("train", train), ("val", val), ("test", test))}
     return RealData(cfg, tokenizer, answers, {task: splits}, max_text_len)
+
+
+def question_split(data: RealData, split: str) -> RealSplit:
+    """VQA v2 questions without answers (test-dev, test), to predict for the evaluation server."""
+    cfg, train = data.config, data.splits["vqa"]["train"]
+    examples = read_split("vqav2", cfg.data_dir, split, missing=cfg.missing_images)
+    return make_split(cfg, "vqa", examples, data.tokenizer, data.answers, train.image_side, train.patch_size,
+                      data.max_text_len)
 
 
 def describe(data: RealData) -> str:

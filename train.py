@@ -42,8 +42,8 @@ from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, sa
 from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from distill import DistillWeights, dide_loss, ground_truth_loss
-from evaluate import evaluate, evaluate_itm
-from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
+from evaluate import evaluate, evaluate_itm, predict_vqa
+from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data, question_split
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from pretrain import ITMBatches, itm_validation_batches
@@ -385,6 +385,11 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, device)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
+    if isinstance(bench, RealData) and bench.config.vqa_predict and rt.main:   # for the VQA evaluation server
+        split = bench.config.vqa_predict
+        result["predictions"] = os.path.join(cfg.out_dir, "predictions", f"{name}-{split}.json")
+        os.makedirs(os.path.dirname(result["predictions"]), exist_ok=True)
+        predict_vqa(model, question_split(bench, split), bench.answers, cfg, device, result["predictions"])
     rt.write(kind="test", **result)
     if rt.main:
         record_run(cfg.out_dir, name, result)

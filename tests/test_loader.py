@@ -149,3 +149,18 @@ def test_a_bert_vocabulary_gives_wordpiece_tokens(exported, tmp_path, data_cfg):
     ids = data.splits["entailment"]["train"].text_ids
     assert data.tokenizer.to_dict()["kind"] == "wordpiece" and (ids == data.tokenizer.UNK).any()
     assert (ids[:, 0] == data.tokenizer.CLS).all()
+
+
+def test_vqa_test_dev_predictions_for_the_server(exported, tmp_path):
+    out = tmp_path / "run"
+    results = train.main(["--size", "tiny", "--data", "vqav2", "--data-dir", str(exported / "vqav2"),
+                          "--vqa-predict", "test-dev", "--rows", "dual", "--steps", "2", "--batch-size", "8",
+                          "--min-answer-count", "1", "--val-examples", "16", "--loader-workers", "0",
+                          "--out-dir", str(out), "--progress", "false", "--speed", "false"])
+    with open(results[0]["predictions"]) as f:
+        predictions = json.load(f)
+    with open(exported / "vqav2" / "v2_OpenEnded_mscoco_test-dev2015_questions.json") as f:
+        questions = json.load(f)["questions"]
+    assert sorted(p["question_id"] for p in predictions) == sorted(q["question_id"] for q in questions)
+    answers = real(exported, "vqav2").answers
+    assert all(p["answer"] in answers for p in predictions)
