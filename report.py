@@ -30,7 +30,9 @@ def results_table(results, tasks, rows, seeds, speedups=None):
         lines.append(f"| {row} | " + " | ".join(cells) + speed + " |")
     for t in tasks:
         families = list(by[(t, rows[0], seeds[0])]["per_family"])
-        lines += ["", f"Per family, {t}:", "", "| family | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        # benchmark: per family of questions; VQA v2: per answer type; NLVR2: consistency
+        lines += ["", f"Breakdown, {t}:", "", "| family / metric | " + " | ".join(rows) + " |",
+                  "|---|" + "---|" * len(rows)]
         for family in families:
             cells = [mean_std([by[(t, row, s)]["per_family"][family] for s in seeds]) for row in rows]
             lines.append(f"| {family} | " + " | ".join(cells) + " |")
