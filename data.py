@@ -304,6 +304,14 @@ class TaskSplit:
     def to(self, device) -> TaskSplit:
         return _to(self, device)
 
+    def subset(self, families: list[str]) -> TaskSplit:
+        """Only the examples of the named families (the images stay shared)."""
+        keep = torch.isin(self.family, torch.tensor([self.family_names.index(f) for f in families]))
+        rows = keep.nonzero().flatten().tolist()
+        return replace(self, image_index=self.image_index[keep], text_ids=self.text_ids[keep],
+                       labels=self.labels[keep], family=self.family[keep], texts=[self.texts[i] for i in rows],
+                       vqa_scores=None if self.vqa_scores is None else self.vqa_scores[keep])
+
 
 @dataclass
 class CaptionSplit:

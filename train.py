@@ -41,6 +41,7 @@ from runtime import Runtime, StopRequest, autocast_for, setup_distributed, shard
 from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
 from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
+from tasks import FAMILIES
 from distill import DistillWeights, dide_loss, ground_truth_loss
 from evaluate import evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data, question_split
@@ -74,6 +75,7 @@ class TrainConfig:
     gt_weight: float = 0.0               # weight of ground truth in the soft+attention rows (DiDE: 0)
     temperature: float = 1.0             # soft-label temperature (DiDE: 1)
     attention_layers: str = "last"       # layers whose cross-modal attention is distilled: last (DiDE), all, or e.g. 2,3
+    families: str = ""                   # benchmark: train and test only these question families, e.g. A4_count_control
     eval_every: int = 500                # validate every this many steps (and at the end)
     eval_batch_size: int = 512           # examples per validation / test forward
     log_every: int = 50                  # write a metrics record every this many steps
@@ -160,6 +162,12 @@ def check_train_config(cfg: TrainConfig) -> None:
     n_layer = model_config(cfg.size).n_layer
     if any(not -n_layer <= layer < n_layer for layer in layers):
         raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
+    known = [f for t in split_list(cfg.tasks) if t in FAMILIES for f in FAMILIES[t]]
+    for family in split_list(cfg.families):
+        if family not in known:
+            raise ValueError(f"--families: {family!r} is not a family of --tasks {cfg.tasks}; choose from {known}")
+    if cfg.families and not all(set(split_list(cfg.families)) & set(FAMILIES[t]) for t in split_list(cfg.tasks)):
+        raise ValueError(f"--families {cfg.families} leaves a task of --tasks {cfg.tasks} with no family")
     if cfg.dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
 
@@ -426,7 +434,9 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     if rt.main:
         rt.barrier()
     for task in bench.splits:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
-        bench.splits[task] = {name: split.to(rt.device) for name, split in bench.splits[task].items()}
+        families = [f for f in split_list(cfg.families) if f in FAMILIES[task]]
+        bench.splits[task] = {name: (split.subset(families) if families else split).to(rt.device)
+                              for name, split in bench.splits[task].items()}
     bench.captions = {name: split.to(rt.device) for name, split in bench.captions.items()}
     return bench
 

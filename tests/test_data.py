@@ -386,6 +386,17 @@ def test_make_batch_shapes_and_mask(bench):
     assert len(captions) == len(captions.images) == sum(len(bench.splits[t]["val"].images) for t in TASKS)
 
 
+def test_subset_keeps_only_the_named_families_whole(bench):
+    split = bench.splits["vqa"]["train"]
+    families = ["C1_exist_control", "C5_query_relation"]
+    part = split.subset(families)
+    keep = [i for i in range(len(split)) if split.family_names[split.family[i]] in families]
+    assert len(part) == len(keep) > 0 and part.texts == [split.texts[i] for i in keep]
+    for name in ("image_index", "text_ids", "labels", "family", "vqa_scores"):
+        assert torch.equal(getattr(part, name), getattr(split, name)[keep]), name
+    assert part.images is split.images
+
+
 def test_cache_hit_returns_identical_data(bench, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("generated again despite the cache")

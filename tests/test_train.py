@@ -91,6 +91,9 @@ def test_help_lists_every_field():
     (["--data", "vqav2", "--data-dir", ".", "--tasks", "reasoning"], "--tasks vqa"),
     (["--data", "snli-ve", "--data-dir", ".", "--pretrain-steps", "10"], "--pretrain-steps 0"),
     (["--missing-images", "ignore"], "--missing-images"),
+    (["--families", "A9_nothing"], "--families"),
+    (["--tasks", "vqa", "--families", "A4_count_control"], "--families"),
+    (["--tasks", "vqa,reasoning", "--families", "A4_count_control"], "no family"),
     (["--data", "nlvr2", "--data-dir", ".", "--vqa-predict", "test-dev"], "--vqa-predict"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
