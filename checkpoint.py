@@ -69,3 +69,15 @@ class MetricsLog:
     def write(self, **record):
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def prepare_out_dir(out_dir):
+    """Create the run's folder and check that it is writable: one line of error, not a stack trace."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise SystemExit(f"error: --out-dir {out_dir}: cannot write there ({error.strerror})") from None

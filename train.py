@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from runtime import Runtime, StopRequest, autocast_for, setup_distributed, shard
-from checkpoint import MetricsLog, finished_run, load_checkpoint, record_run, save_checkpoint
+from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, save_checkpoint
 from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from tasks import FAMILIES
@@ -409,17 +409,6 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
 # -----------------------------------------------------------------------------
 # The experiment and its table
 
-def prepare_out_dir(cfg):
-    try:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-        probe = os.path.join(cfg.out_dir, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise SystemExit(f"error: --out-dir {cfg.out_dir}: cannot write there ({error.strerror})") from None
-
-
 def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     """The built-in benchmark, resident on the device; or a real data set, read from its files."""
     if real_cfg.real:
@@ -447,7 +436,7 @@ def main(argv=None):
     tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
     if rank == 0:
-        prepare_out_dir(cfg)
+        prepare_out_dir(cfg.out_dir)
         with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
             json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
                        "real_data": dataclasses.asdict(real_cfg), "command": command}, f, indent=2)
