@@ -5,7 +5,10 @@ encoder solves and which need fusion). Real data sets report what their papers d
 VQA v2 the VQA score per answer type, NLVR2 accuracy and consistency, SNLI-VE accuracy.
 """
 
+import os
+
 import torch
+import torch.distributed as dist
 
 from data import fit_images, make_batch, vqa_accuracy
 from loader import RealSplit, breakdown, eval_batches
@@ -20,26 +23,44 @@ def benchmark_batches(split, batch_size, device, image_size):
         yield {**fit_images(make_batch(split, index), image_size), "index": index}
 
 
+def shard_of(split: RealSplit, rt):
+    """This process's share of a real split, every world-th example from its rank on, and the
+    positions of those examples in the whole split: long (n,)."""
+    positions = torch.arange(rt.rank, len(split), rt.world)
+    return (split.subset(positions.tolist()) if rt.world > 1 else split), positions
+
+
 @torch.no_grad()
-def evaluate(model, split, task, cfg, device):
+def evaluate(model, split, task, cfg, rt):
     """Accuracy on a whole split (VQA: the VQA score of the arg-max answer, the official formula over
     the ten annotators), in %: {"accuracy", "per_family"}. Examples whose images could not be read
-    (real data, --missing-images skip) are left out of both."""
+    (real data, --missing-images skip) are left out of both. Real data is shared out among the
+    processes (photographs are slow to decode); the benchmark, on the device, is not."""
     model.eval()
-    real = isinstance(split, RealSplit)
-    batches = (eval_batches(split, cfg.eval_batch_size, device) if real
-               else benchmark_batches(split, cfg.eval_batch_size, device, model.config.image_size))
+    device, real = rt.device, isinstance(split, RealSplit)
     correct = torch.zeros(len(split), device=device)           # (N,) score of each example
     seen = torch.zeros(len(split), dtype=torch.bool, device=device)
+    if real:
+        mine, positions = shard_of(split, rt)
+        batches = eval_batches(mine, cfg.eval_batch_size, device)
+    else:
+        positions = torch.arange(len(split))
+        batches = benchmark_batches(split, cfg.eval_batch_size, device, model.config.image_size)
+    positions = positions.to(device)
     for batch in batches:
         with autocast_for(cfg, device):
             logits = model(batch, task).logits.float()
-        index = batch["index"]
+        index = positions[batch["index"]]
         if task == "vqa":
             correct[index] = vqa_accuracy(logits, batch["vqa_scores"])
         else:
             correct[index] = (logits.argmax(-1) == batch["labels"]).float()
         seen[index] = True
+    if real and rt.world > 1:                                 # every process gets the whole split's scores
+        seen = seen.int()
+        for tensor in (correct, seen):
+            dist.all_reduce(tensor)
+        seen = seen.bool()
     model.train()
     if not seen.any():
         raise SystemExit(f"error: no example of the {task} split could be evaluated (no image was readable)")
@@ -67,19 +88,21 @@ def evaluate_itm(model, batches, cfg, device):
 
 
 @torch.no_grad()
-def predict_vqa(model, split: RealSplit, answers: list[str], cfg, device, path: str) -> int:
-    """The arg-max answer to every question of `split`, written as the evaluation server's results
-    file ([{"question_id", "answer"}]). Returns how many questions were answered."""
+def predict_vqa(model, split: RealSplit, answers: list[str], cfg, rt, path: str) -> None:
+    """The arg-max answer to every question of `split`, written by rank 0 as the evaluation server's
+    results file ([{"question_id", "answer"}]). Every process answers its share of the questions."""
     model.eval()
-    question_ids, predicted = [], []
-    for batch in eval_batches(split, cfg.eval_batch_size, device):
-        with autocast_for(cfg, device):
+    mine, _ = shard_of(split, rt)
+    predictions = []                                          # (question_id, answer) pairs
+    for batch in eval_batches(mine, cfg.eval_batch_size, rt.device):
+        with autocast_for(cfg, rt.device):
             best = model(batch, "vqa").logits.argmax(-1).tolist()
-        question_ids += [split.ids[i] for i in batch["index"].tolist()]
-        predicted += [answers[a] for a in best]
+        predictions += [(mine.ids[i], answers[a]) for i, a in zip(batch["index"].tolist(), best)]
     model.train()
-    if len(question_ids) < len(split):   # the server wants every question: say so, do not hide it
-        print(f"warning: {len(split) - len(question_ids)} questions have unreadable images and are missing "
-              f"from {path}; the evaluation server will refuse it")
-    write_vqa_results(path, question_ids, predicted)
-    return len(question_ids)
+    if rt.world > 1:
+        shares = [None] * rt.world
+        dist.all_gather_object(shares, predictions)
+        predictions = [p for share in shares for p in share]
+    if rt.main:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        write_vqa_results(path, [q for q, _ in predictions], [a for _, a in predictions])

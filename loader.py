@@ -127,14 +127,14 @@ class RealSplit(Dataset):
         H = max((im.shape[0] for _, images in items for im in images), default=self.patch_size)
         W = max((im.shape[1] for _, images in items for im in images), default=self.patch_size)
         images = torch.zeros(B, K, H, W, 3, dtype=torch.uint8)          # padded with black
-        pixel_mask = torch.zeros(B, K, H, W, dtype=torch.bool)          # True at real pixels
+        image_sizes = torch.zeros(B, K, 2, dtype=torch.long)            # (height, width) of each real image
         for b, (_, example) in enumerate(items):
             for k, image in enumerate(example):
                 h, w = image.shape[:2]
-                images[b, k, :h, :w], pixel_mask[b, k, :h, :w] = image, True
+                images[b, k, :h, :w], image_sizes[b, k] = image, torch.tensor([h, w])
         index = torch.tensor([i for i, _ in items], dtype=torch.long)   # (B,) positions in the split
         text_ids = self.text_ids[index]                                 # (B, L)
-        batch = {"index": index, "images": images, "pixel_mask": pixel_mask, "text_ids": text_ids,
+        batch = {"index": index, "images": images, "image_sizes": image_sizes, "text_ids": text_ids,
                  "text_mask": text_ids != self.pad_id, "labels": self.labels[index]}
         if self.vqa_targets is not None:
             scores = torch.zeros(B, self.num_answers)                   # (B, A) VQA soft scores
@@ -146,15 +146,22 @@ class RealSplit(Dataset):
 
 
 def to_device(batch: dict, device) -> dict:
-    """Copy a collated batch to the device (asynchronously from pinned memory) and turn uint8
-    images (B, K, H, W, 3) into the model's float (B, K, 3, H, W) in [-1, 1] there."""
+    """Copy a collated batch to the device (asynchronously from pinned memory); there, turn uint8
+    images (B, K, H, W, 3) into the model's float (B, K, 3, H, W) in [-1, 1], and the image sizes
+    into the pixel mask, bool (B, K, H, W), True at real pixels."""
     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-    return {**batch, "images": model_images(batch["images"])}
+    H, W = batch["images"].shape[2:4]
+    sizes = batch.pop("image_sizes")                                            # (B, K, 2)
+    rows = torch.arange(H, device=sizes.device) < sizes[..., 0, None]           # (B, K, H)
+    cols = torch.arange(W, device=sizes.device) < sizes[..., 1, None]           # (B, K, W)
+    return {**batch, "images": model_images(batch["images"]), "pixel_mask": rows[..., :, None] & cols[..., None, :]}
 
 
 def _loader(split: RealSplit, batch_sampler, workers: int, device) -> DataLoader:
+    # Each worker keeps two batches ready: photographs are large (a batch of 128 NLVR2 pairs
+    # at 384 x 640 is about 200 MB), and they travel through shared memory (/dev/shm).
     return DataLoader(split, batch_sampler=batch_sampler, num_workers=workers, collate_fn=split.collate,
-                      pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if workers else None)
+                      pin_memory=torch.device(device).type == "cuda", prefetch_factor=2 if workers else None)
 
 
 class LoaderBatches:
@@ -172,6 +179,7 @@ class LoaderBatches:
         self.split, self.batch_size, self.seed, self.device = split, batch_size, seed, device
         self.workers, self.rank, self.world = workers, rank, world
         self.epoch, self.position, self.skipped = 0, 0, 0   # what has been consumed
+        self.unreadable_in_a_row = 0                        # examples skipped since the last readable one
         self.iterator = None
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -198,6 +206,10 @@ class LoaderBatches:
                 self.skipped += len(errors)
                 warnings.warn(f"skipped {len(errors)} examples with unreadable images ({self.skipped} so far): "
                               f"{errors[0]}", stacklevel=2)
+            self.unreadable_in_a_row = 0 if len(batch["index"]) else self.unreadable_in_a_row + len(errors)
+            if self.unreadable_in_a_row >= len(self.split) // max(1, self.world):   # a whole epoch: stop, do not spin
+                raise DataError(f"no image of the training split could be read in a whole epoch; the last error: "
+                                f"{errors[0]}")
             if len(batch["index"]):
                 return to_device(batch, self.device)
 
@@ -239,6 +251,7 @@ class RealData:
     answers: list[str]                                  # VQA answer vocabulary (empty for the others)
     splits: dict[str, dict[str, RealSplit]]             # [task][train / val / test]
     max_text_len: int
+    questions: RealSplit | None = None                  # VQA v2 --vqa-predict: questions without answers
     captions: dict = field(default_factory=dict)        # none: no ITM pre-training on real data
 
     def num_classes(self, task: str) -> int:
@@ -259,9 +272,10 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> torch.Tensor:
     return out
 
 
-def make_split(cfg, task, examples, tokenizer, answers, image_side, patch_size, max_text_len) -> RealSplit:
+def make_split(cfg, task, name, examples, tokenizer, answers, image_side, patch_size, max_text_len) -> RealSplit:
     if not examples:
-        raise DataError(f"--data {cfg.data}: a split has no examples left (were all its images missing?)")
+        raise DataError(f"--data {cfg.data}: the {name} split has no examples: its images are all missing, "
+                        f"or --val-examples {cfg.val_examples} took every example of a split shared with the test")
     texts = [e[TEXT_FIELD[cfg.data]] for e in examples]
     if task == "vqa":
         targets = [(e.get("labels", []), e.get("scores", [])) for e in examples]
@@ -316,17 +330,14 @@ def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_te
     tokenizer = (WordPieceTokenizer.load(cfg.vocab) if cfg.vocab
                  else Tokenizer.build(e[TEXT_FIELD[cfg.data]] for e in train))
     side = cfg.image_side or image_side
-    splits = {name: make_split(cfg, task, examples, tokenizer, answers, side, patch_size, max_text_len)
+    splits = {name: make_split(cfg, task, name, examples, tokenizer, answers, side, patch_size, max_text_len)
               for name, examples in (("train", train), ("val", val), ("test", test))}
-    return RealData(cfg, tokenizer, answers, {task: splits}, max_text_len)
-
-
-def question_split(data: RealData, split: str) -> RealSplit:
-    """VQA v2 questions without answers (test-dev, test), to predict for the evaluation server."""
-    cfg, train = data.config, data.splits["vqa"]["train"]
-    examples = read_split("vqav2", cfg.data_dir, split, missing=cfg.missing_images)
-    return make_split(cfg, "vqa", examples, data.tokenizer, data.answers, train.image_side, train.patch_size,
-                      data.max_text_len)
+    questions = None
+    if cfg.vqa_predict:   # read now, not after hours of training; the server wants every question, so no skipping
+        examples = read_split("vqav2", cfg.data_dir, cfg.vqa_predict, missing="error")
+        questions = make_split(cfg, task, cfg.vqa_predict, examples, tokenizer, answers, side, patch_size, max_text_len)
+        questions.missing = "error"   # an unreadable image stops prediction, naming the file
+    return RealData(cfg, tokenizer, answers, {task: splits}, max_text_len, questions)
 
 
 def describe(data: RealData) -> str:

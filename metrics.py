@@ -9,6 +9,7 @@ NLVR2 (lil-lab/nlvr eval/metrics.py): consistency.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 
@@ -85,6 +86,7 @@ def _strip(text: str) -> str:
     return text.replace("\n", " ").replace("\t", " ").strip()
 
 
+@functools.lru_cache(maxsize=1 << 20)   # answers repeat: VQA v2 has 6.6M annotator answers, few distinct
 def normalize_answer(text: str) -> str:
     """The full official normalisation of one answer string."""
     return process_digit_article(process_punctuation(_strip(text)))

@@ -232,6 +232,26 @@ class ImageEmbedding(nn.Module):
         grid = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=True)  # (1, C, rows, cols)
         return grid.reshape(-1, rows * cols).T                           # (rows * cols, C)
 
+    def sampled_positions(self, rows, cols, h: int, w: int):
+        """Position embeddings of each image's own rows x cols grid, in an h x w padded grid: (B, h * w, C).
+
+        The same bilinear interpolation (align_corners=True) as grid_positions, written as one
+        grid_sample over the batch: patch (i, j) of a rows x cols grid reads the trained grid at
+        (i / (rows - 1), j / (cols - 1)) of its extent, in grid_sample's coordinates -1 .. 1.
+        Positions of padded patches fall outside and are never attended to.
+        """
+        side = self.image_size // self.patch_size
+        grid = self.position[0, 1:].T.reshape(1, -1, side, side)         # (1, C, side, side)
+        B = rows.shape[0]
+
+        def coordinates(n, extent):                                      # (B, n): -1 .. 1 over the real extent
+            steps = torch.arange(n, device=extent.device, dtype=grid.dtype)
+            return -1 + 2 * steps / (extent[:, None] - 1).clamp(min=1)
+        y, x = coordinates(h, rows), coordinates(w, cols)                # (B, h), (B, w)
+        where = torch.stack([x[:, None, :].expand(B, h, w), y[:, :, None].expand(B, h, w)], dim=-1)  # (B, h, w, 2)
+        sampled = F.grid_sample(grid.expand(B, -1, -1, -1), where, mode="bilinear", align_corners=True)
+        return sampled.flatten(2).transpose(1, 2)                        # (B, h * w, C)
+
     def forward(self, images, pixel_mask=None):
         """images: float (B, 3, H, W) in about [-1, 1], H and W multiples of the patch size;
         pixel_mask: bool (B, H, W), True at real pixels (None: every pixel is real).
@@ -251,14 +271,12 @@ class ImageEmbedding(nn.Module):
             patch_mask = torch.ones(B, h * w, dtype=torch.bool, device=images.device)
         else:
             # Padding is added at the bottom and right, in whole patches: a patch is real if its
-            # top-left pixel is. Each image gets the grid of its own real size, zero elsewhere.
+            # top-left pixel is. Each image gets the grid of its own real size (rows x cols),
+            # sampled from the trained grid as grid_positions does, for the whole batch at once.
             patch_mask = pixel_mask[:, ::p, ::p]                         # (B, h, w)
             rows, cols = patch_mask[:, :, 0].sum(1), patch_mask[:, 0, :].sum(1)   # (B,), (B,)
-            positions = patches.new_zeros(B, h, w, C)                    # (B, h, w, C)
-            for r, c in torch.stack([rows, cols], 1).unique(dim=0).tolist():
-                same = (rows == r) & (cols == c)
-                positions[same, :r, :c] = self.grid_positions(r, c).view(r, c, C).to(positions.dtype)
-            positions, patch_mask = positions.flatten(1, 2), patch_mask.flatten(1)  # (B, h * w, C), (B, h * w)
+            positions = self.sampled_positions(rows, cols, h, w)         # (B, h * w, C)
+            patch_mask = patch_mask.flatten(1)                           # (B, h * w)
         cls = (self.cls + self.position[:, :1]).expand(B, -1, -1)        # (B, 1, C)
         x = torch.cat([cls, patches + positions], dim=1)                 # (B, 1 + h * w, C)
         mask = torch.cat([patch_mask.new_ones(B, 1), patch_mask], dim=1)  # (B, 1 + h * w)

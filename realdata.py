@@ -62,6 +62,8 @@ def _read_jsonl(path: Path):
 
 
 def _field(obj: dict, key: str, where: str):
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}: {str(obj)[:60]!r}")
     if key not in obj:
         raise DataError(f"{where}: missing field {key!r} (has {sorted(obj)})")
     return obj[key]

@@ -6,6 +6,7 @@ process group (NCCL on GPUs, gloo on CPUs), and each takes its share of every gl
 (`shard`). Only rank 0 writes files and prints (`Runtime.write`, `Runtime.say`).
 """
 
+import datetime
 import os
 import signal
 import threading
@@ -65,7 +66,8 @@ def setup_distributed(cfg):
     world, device = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(cfg)
     if world == 1:
         return 0, 1, device
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # An hour, not NCCL's default ten minutes: rank 0 alone renders the benchmark's cache once.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

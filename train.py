@@ -44,7 +44,8 @@ from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from tasks import FAMILIES
 from distill import DistillWeights, dide_loss, ground_truth_loss
 from evaluate import evaluate, evaluate_itm, predict_vqa
-from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data, question_split
+from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
+from realdata import DataError
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from pretrain import ITMBatches, itm_validation_batches
@@ -122,6 +123,8 @@ def parse_args(argv=None):
         train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **real_data_preset(real_cfg), **train_given})
         check_train_config(train_cfg)
         data_cfg = DataConfig(**{**DATA_SIZES.get(size, DATA_SIZES["small"]), **data_given}).validate()
+        if real_cfg.real and train_cfg.families:
+            raise ValueError("--families picks question families of the built-in benchmark; not with --data")
         if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):
             raise ValueError(f"--data {real_cfg.data} is the {real_cfg.task} task alone, without image-caption "
                              f"pairs: use --tasks {real_cfg.task} --pretrain-steps 0 and no pretrain+ rows")
@@ -388,16 +391,15 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     else:                             # the benchmark, resident on the device
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
     weights = None if row == "teacher" else row_weights(row, cfg)
-    best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, device),
+    best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, rt),
                               cfg.steps, cfg, rt, bench, teacher if weights else None, weights)
+    del batches   # its loader processes and pinned batches are not needed for testing
     model.load_state_dict(load_checkpoint(best_path)["model"])
-    result = evaluate(model, test, task, cfg, device)
+    result = evaluate(model, test, task, cfg, rt)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
-    if isinstance(bench, RealData) and bench.config.vqa_predict and rt.main:   # for the VQA evaluation server
-        split = bench.config.vqa_predict
-        result["predictions"] = os.path.join(cfg.out_dir, "predictions", f"{name}-{split}.json")
-        os.makedirs(os.path.dirname(result["predictions"]), exist_ok=True)
-        predict_vqa(model, question_split(bench, split), bench.answers, cfg, device, result["predictions"])
+    if isinstance(bench, RealData) and bench.questions is not None:   # for the VQA evaluation server
+        result["predictions"] = os.path.join(cfg.out_dir, "predictions", f"{name}-{bench.config.vqa_predict}.json")
+        predict_vqa(model, bench.questions, bench.answers, cfg, rt, result["predictions"])
     rt.write(kind="test", **result)
     if rt.main:
         record_run(cfg.out_dir, name, result)
@@ -491,4 +493,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as error:   # a data file at fault: its name and line, not a stack trace
+        raise SystemExit(f"error: {error}") from None

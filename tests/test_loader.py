@@ -14,7 +14,7 @@ from PIL import Image
 import export
 import train
 from data import DATA_SIZES, DataConfig, build_benchmark
-from loader import LoaderBatches, RealDataConfig, eval_batches, load_real_data
+from loader import LoaderBatches, RealDataConfig, eval_batches, load_real_data, to_device
 from realdata import DataError
 
 DATA_SETS = ("vqav2", "nlvr2", "snli-ve")
@@ -67,11 +67,12 @@ def test_photographs_of_different_sizes_are_padded_with_a_pixel_mask(tmp_path, e
         Image.new("RGB", size, (200, 10, 10)).save(path)
         split.image_paths[i] = [str(path)]
     batch, errors = split.collate([split[i] for i in range(3)])
+    batch = to_device(batch, "cpu")                                # the pixel mask is made from the image sizes
     # ViLT's resize at side 32, patch 8 (W x H): 40x32 stays; 32x64 has its longer side capped at
     # 32 * 640 / 384 = 53.3, so 27x53, cut to whole patches 24x48; 100x100 becomes 32x32.
-    assert not errors and batch["images"].shape[1:] == (1, 48, 40, 3)
+    assert not errors and batch["images"].shape[1:] == (1, 3, 48, 40)
     assert batch["pixel_mask"][:, 0].sum((1, 2)).tolist() == [32 * 40, 48 * 24, 32 * 32]
-    assert (batch["images"][~batch["pixel_mask"]] == 0).all()
+    assert (batch["images"].permute(0, 1, 3, 4, 2)[~batch["pixel_mask"]] == -1).all()   # black padding
     assert batch["pixel_mask"][0, 0, :32, :40].all() and not batch["pixel_mask"][0, 0, 32:].any()
 
 
@@ -164,3 +165,34 @@ def test_vqa_test_dev_predictions_for_the_server(exported, tmp_path):
     assert sorted(p["question_id"] for p in predictions) == sorted(q["question_id"] for q in questions)
     answers = real(exported, "vqav2").answers
     assert all(p["answer"] in answers for p in predictions)
+
+
+def test_a_split_with_no_readable_image_stops_instead_of_spinning(exported, tmp_path):
+    split = real(exported, "snli-ve").splits["entailment"]["train"]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")                                         # e.g. a git-lfs pointer or a failed copy
+    split.image_paths = [[str(empty)]] * len(split)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="whole epoch"):
+            LoaderBatches(split, 16, seed=0, device="cpu").next()
+
+
+def test_vqa_predict_checks_its_images_before_training(exported, tmp_path):
+    import shutil
+    copy = tmp_path / "vqav2"
+    shutil.copytree(exported / "vqav2", copy)
+    next((copy / "test2015").iterdir()).unlink()
+    with pytest.raises(DataError, match="image not found"):
+        real(tmp_path, "vqav2", vqa_predict="test-dev")
+
+
+def test_evaluation_shares_cover_the_split_once(exported):
+    from evaluate import shard_of
+    from runtime import Runtime
+    split = real(exported, "nlvr2").splits["reasoning"]["val"]
+    shares = [shard_of(split, Runtime("cpu", None, rank, 3)) for rank in range(3)]
+    positions = sorted(sum((p.tolist() for _, p in shares), []))
+    assert positions == list(range(len(split)))
+    for mine, p in shares:
+        assert mine.ids == [split.ids[i] for i in p.tolist()]

@@ -144,6 +144,11 @@ def test_position_embeddings_interpolate_to_other_grids():
         torch.testing.assert_close(wide[r, c], grid[rr, cc])
     wide.sum().backward()                                         # interpolated positions still learn
     assert embed.position.grad[0, 1:].abs().sum() > 0
+    # a padded batch samples every image's grid at once (grid_sample): the same as one by one
+    rows, cols = torch.tensor([1, 4, 3, 6]), torch.tensor([5, 4, 1, 2])
+    together = embed.sampled_positions(rows, cols, 6, 5).view(4, 6, 5, -1)
+    for b, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        torch.testing.assert_close(together[b, :r, :c], embed.grid_positions(r, c).view(r, c, -1), atol=1e-6, rtol=1e-5)
 
 
 def test_student_towers_do_not_see_the_other_modality():

@@ -167,6 +167,9 @@ def test_vqa_errors_name_the_file(tmp_path):
         json.dumps({"questions": [{"image_id": 42, "question": "Q?", "question_id": 42000}]}))
     with pytest.raises(DataError, match=r"questions\[0\]: image not found"):
         read_vqa(root, "train", missing="error")
+    (root / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(json.dumps({"questions": [42]}))
+    with pytest.raises(DataError, match=r"questions\[0\]: expected a JSON object, got int"):
+        read_vqa(root, "train")
 
 
 # ------------------------------------------------------------------ NLVR2
