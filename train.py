@@ -452,7 +452,7 @@ def main(argv=None):
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
 
-    distilled = [row for row in rows if row_weights(row, cfg) is not None]
+    distilled = [row for row in rows if row != "teacher" and row_weights(row, cfg) is not None]
     results = []
     for seed in seeds:
         # stage 1: pre-training on image-caption pairs

@@ -147,6 +147,16 @@ def test_tiny_run_end_to_end(tmp_path):
     assert checkpoint["model_config"]["n_embd"] == 32 and "tokenizer" in checkpoint
 
 
+@pytest.mark.parametrize("rows", ["teacher", "teacher,dual"])
+def test_rows_without_a_distilled_student_draw_no_attention(rows, tmp_path):
+    """The teacher alone, or with the baseline only: a table and no attention pictures (nothing was distilled)."""
+    out = tmp_path / "run"
+    train.main(["--size", "tiny", "--tasks", "entailment", "--rows", rows, "--pretrain-steps", "0", "--steps", "2",
+                "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--progress", "false",
+                "--speed", "false"])
+    assert "| teacher |" in (out / "results.md").read_text() and not (out / "attention").exists()
+
+
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
     """Stop a run after 7 of 12 steps, run the same command again: the weights equal an uninterrupted run's."""
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
