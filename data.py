@@ -48,7 +48,6 @@ from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, caption, entailment_
                    reasoning_group, vqa_group)
 
 TASKS = ("reasoning", "entailment", "vqa")
-NUM_IMAGES = {"reasoning": 2, "entailment": 1, "vqa": 1}
 SPLITS = ("train", "val", "test")
 SOFT_SCORE = (0.0, 0.3, 0.6, 0.9, 1.0)  # VQA score of an answer given by 0, 1, 2, 3, >=4 annotators
 GROUPS_PER_CHUNK = 100                # groups per task given to a worker process
@@ -290,7 +289,7 @@ def _to(obj, device):
 class TaskSplit:
     task: str
     images: torch.Tensor         # uint8 [N_img, H, W, 3], shared by examples
-    image_index: torch.Tensor    # long [N, K], K = NUM_IMAGES[task]
+    image_index: torch.Tensor    # long [N, K], K = model.NUM_IMAGES[task]
     text_ids: torch.Tensor       # long [N, L]
     labels: torch.Tensor         # long [N] (vqa: index of the noise-free answer)
     family: torch.Tensor         # long [N], index into family_names

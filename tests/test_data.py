@@ -20,9 +20,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+from model import NUM_IMAGES  # noqa: E402
 import tasks  # noqa: E402
 import scenes  # noqa: E402
-from data import (DATA_SIZES, FAMILIES, NUM_IMAGES, SOFT_SCORE, TASKS, DataConfig,  # noqa: E402
+from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig,  # noqa: E402
                   Tokenizer, build_benchmark, generate_split, make_batch, vqa_accuracy,
                   vqa_soft_scores)
 
