@@ -188,8 +188,8 @@ def attention_layers(cfg: TrainConfig, n_layer: int) -> tuple[int, ...]:
 
 
 def row_weights(row: str, cfg: TrainConfig) -> DistillWeights | None:
-    """The loss of each student row; None means ground truth only (no teacher needed)."""
-    if row in ("dual", "pretrain+dual"):
+    """The loss of each row; None means ground truth only (the teacher, the baselines: no teacher needed)."""
+    if row in ("teacher", "dual", "pretrain+dual"):
         return None
     if row == "soft":
         return DistillWeights(soft_label=cfg.soft_weight, attention=0.0, ground_truth=0.0, temperature=cfg.temperature)
@@ -390,7 +390,7 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = LoaderBatches(train, cfg.batch_size, seed, device, train.workers, rt.rank, rt.world)
     else:                             # the benchmark, resident on the device
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
-    weights = None if row == "teacher" else row_weights(row, cfg)
+    weights = row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, rt),
                               cfg.steps, cfg, rt, bench, teacher if weights else None, weights)
     del batches   # its loader processes and pinned batches are not needed for testing
@@ -452,7 +452,7 @@ def main(argv=None):
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
 
-    distilled = [row for row in rows if row != "teacher" and row_weights(row, cfg) is not None]
+    distilled = [row for row in rows if row_weights(row, cfg) is not None]
     results = []
     for seed in seeds:
         # stage 1: pre-training on image-caption pairs
