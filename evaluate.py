@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 
 from data import fit_images, make_batch, vqa_accuracy
-from loader import RealSplit, breakdown, eval_batches
+from loader import RealSplit, eval_batches
+from metrics import nlvr2_consistency
 from realdata import write_vqa_results
 from runtime import autocast_for
 
@@ -64,12 +65,13 @@ def evaluate(model, split, task, cfg, rt):
     model.train()
     if not seen.any():
         raise SystemExit(f"error: no example of the {task} split could be evaluated (no image was readable)")
-    if real:
-        per_family = breakdown(split, correct.cpu(), seen.cpu())
-    else:
+    if real and task == "reasoning":   # NLVR2: consistency over the sentences evaluated
+        ids = [split.ids[i] for i in seen.nonzero().flatten().tolist()]
+        per_family = {"consistency": 100 * nlvr2_consistency(ids, correct[seen].tolist())}
+    else:                              # benchmark: per family; VQA v2: per answer type
         family = split.family.to(device)
-        per_family = {name: 100 * correct[family == i].mean().item()
-                      for i, name in enumerate(split.family_names) if (family == i).any()}
+        per_family = {name: 100 * correct[seen & (family == i)].mean().item()
+                      for i, name in enumerate(split.family_names) if (seen & (family == i)).any()}
     return {"accuracy": 100 * correct[seen].mean().item(), "per_family": per_family}
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import Tokenizer, model_images
-from metrics import build_answer_vocab, nlvr2_consistency
+from metrics import build_answer_vocab
 from realdata import SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image, read_split
 from wordpiece import WordPieceTokenizer
 
@@ -229,15 +229,6 @@ def eval_batches(split: RealSplit, batch_size: int, device):
             warnings.warn(f"evaluation skipped {len(errors)} examples with unreadable images: {errors[0]}")
         if len(batch["index"]):
             yield to_device(batch, device)
-
-
-def breakdown(split: RealSplit, correct: torch.Tensor, seen: torch.Tensor) -> dict:
-    """Per answer type (VQA v2) or consistency (NLVR2), in %, over the examples evaluated."""
-    if split.task == "reasoning":
-        ids = [split.ids[i] for i in seen.nonzero().flatten().tolist()]
-        return {"consistency": 100 * nlvr2_consistency(ids, correct[seen].tolist())}
-    return {name: 100 * correct[seen & (split.family == i)].mean().item()
-            for i, name in enumerate(split.family_names) if (seen & (split.family == i)).any()}
 
 
 # -----------------------------------------------------------------------------
