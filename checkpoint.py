@@ -1,7 +1,8 @@
 """Checkpoints and logs that survive crashes.
 
-A checkpoint is written to a temporary file and renamed over the old one (atomic on POSIX),
-so a crash mid-write leaves the previous checkpoint whole. Loading uses
+A checkpoint (like every file the project writes: `atomic_write`) is written to a temporary
+file and renamed over the old one (atomic on POSIX), so a crash mid-write leaves the previous
+checkpoint whole. Loading uses
 `torch.load(weights_only=True)`: tensors and plain containers only, never code. A finished
 run leaves a small JSON record in runs/, so re-running the same command skips it.
 """
@@ -13,11 +14,22 @@ import os
 import torch
 
 
-def save_checkpoint(path, **state):
+def atomic_write(path, write) -> None:
+    """Write a file through a temporary one and a rename: readers (and a resumed run) see the old
+    file or the new one, never half of each. `write(f)` fills the binary file object f."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = path + ".tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, path)   # the old file or the new one, never half of each
+    temporary = f"{path}.{os.getpid()}.tmp"   # per process: two processes never share one
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):   # the write failed: leave no litter beside the old file
+            os.remove(temporary)
+
+
+def save_checkpoint(path, **state):
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, expect=None, tokenizer=None):
@@ -38,10 +50,7 @@ def load_checkpoint(path, expect=None, tokenizer=None):
 
 
 def _write_json(path, obj):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
 def record_run(out_dir, name, result):

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoint import atomic_write
 from scenes import ENTAILMENT_LABELS, Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, caption, entailment_group, lexicon,
                    reasoning_group, vqa_group)
@@ -157,7 +158,7 @@ class Tokenizer:
         return tok
 
     def save(self, path: str) -> None:
-        _atomic_write(path, lambda f: f.write(json.dumps(self.to_dict()).encode()))
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict()).encode()))
 
     @classmethod
     def load(cls, path: str) -> Tokenizer:
@@ -249,14 +250,6 @@ def cache_key(cfg: DataConfig, task: str, split: str) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: str, write) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -> RawSplit:
     """The cached split if there is one, else generate it and cache it: images in .npy,
     texts in .json, tensors in .pt (written last, so its presence marks a complete entry)."""
@@ -269,11 +262,11 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
         return RawSplit(images=np.load(stem + ".npy"), **texts, **torch.load(stem + ".pt", weights_only=True))
     raw = generate_split(cfg, task, split, progress)
     os.makedirs(cfg.cache_dir, exist_ok=True)
-    _atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))
+    atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))
     texts = {"texts": raw.texts, "captions": raw.captions}
-    _atomic_write(stem + ".json", lambda f: f.write(json.dumps(texts).encode()))
+    atomic_write(stem + ".json", lambda f: f.write(json.dumps(texts).encode()))
     tensors = {k: getattr(raw, k) for k in ("image_index", "labels", "family", "text_ids", "caption_ids", "annotators")}
-    _atomic_write(stem + ".pt", lambda f: torch.save(tensors, f))
+    atomic_write(stem + ".pt", lambda f: torch.save(tensors, f))
     return raw
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
+from checkpoint import atomic_write
 from config import add_flags, given_values
 from data import DATA_SIZES, SPLITS, DataConfig, examples_per_group, load_split
 from metrics import normalize_answer
@@ -40,18 +40,10 @@ LICENSE = {"name": "the project's licence", "url": ""}
 
 # ----------------------------------------------------------------------------- writing files
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary name and rename: an interrupted export never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj, lines: bool = False) -> None:
     """One JSON document, or (lines=True) one JSON object per line. Serialised before any file opens."""
     text = "".join(json.dumps(o) + "\n" for o in obj) if lines else json.dumps(obj)
-    _atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))  # never half a file
 
 
 def save_image(path: Path, pixels) -> None:
@@ -61,7 +53,7 @@ def save_image(path: Path, pixels) -> None:
         Image.fromarray(pixels).save(buffer, format="PNG")
     else:  # no chroma subsampling: 4:2:0 would smear colour across the 8-10 px cells (mean error 4 vs 0.8)
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, subsampling=0)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 # ----------------------------------------------------------------------------- the splits

@@ -9,12 +9,13 @@ has the same interface, so the rest of the program does not know which one it ho
 from __future__ import annotations
 
 import json
-import os
 import re
 import unicodedata
 
 import numpy as np
 import torch
+
+from checkpoint import atomic_write
 
 
 class WordPieceTokenizer:
@@ -45,9 +46,7 @@ class WordPieceTokenizer:
 
     def save(self, path) -> None:
         """The vocabulary as JSON, written atomically beside the run's checkpoints."""
-        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f)
-        os.replace(f"{path}.tmp", path)
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_dict()).encode()))
 
     def __len__(self) -> int:
         return len(self.itos)
