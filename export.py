@@ -26,13 +26,14 @@ from checkpoint import atomic_write
 from config import add_flags, given_values
 from data import DATA_SIZES, SPLITS, DataConfig, examples_per_group, load_split
 from metrics import normalize_answer
+from realdata import SPLITS as OFFICIAL_SPLITS
 from scenes import ENTAILMENT_LABELS
 from tasks import answer_vocabulary
 
-FORMATS = ("vqav2", "nlvr2", "snli-ve")
+FORMATS = tuple(OFFICIAL_SPLITS)                      # vqav2, nlvr2, snli-ve: what realdata.py reads
+# our split -> the official file it becomes: as realdata.SPLITS reads them back, except that our
+# VQA test split becomes test-dev (questions only), while the reader tests on val2014.
 VQA_SUBTYPES = {"train": "train2014", "val": "val2014", "test": "test-dev2015"}
-NLVR2_SPLITS = {"train": "train", "val": "dev", "test": "test1"}
-SNLI_VE_SPLITS = {"train": "train", "val": "dev", "test": "test"}
 QUESTION_TYPES = ("how many", "is there a", "what colour is the", "what shape is the", "what size is the")
 INFO = {"description": "Procedural scenes written by export.py in the VQA v2 layout", "version": "2.0"}
 LICENSE = {"name": "the project's licence", "url": ""}
@@ -137,7 +138,7 @@ def export_nlvr2(cfg: DataConfig, root, limit: int | None = None, progress: bool
     """nlvr2/data/{train,dev,test1}.json (JSON Lines) and the two PNGs of each image pair of task reasoning."""
     root = Path(root)
     for split, raw, n, _ in load_splits(cfg, "reasoning", limit, progress):
-        name = NLVR2_SPLITS[split]
+        name = OFFICIAL_SPLITS["nlvr2"][split]
         lines, written = [], set()
         for i, identifier in enumerate(nlvr2_identifiers(raw, n, name, examples_per_group(cfg, "reasoning"))):
             line = {"identifier": identifier, "sentence": raw.texts[i], "label": str(bool(raw.labels[i]))}
@@ -166,7 +167,7 @@ def export_snli_ve(cfg: DataConfig, root, limit: int | None = None, progress: bo
     """
     root = Path(root)
     for split, raw, n, first_id in load_splits(cfg, "entailment", limit, progress):
-        name = SNLI_VE_SPLITS[split]
+        name = OFFICIAL_SPLITS["snli-ve"][split]
         lines, listed, asked = [], [], Counter()
         for i in range(n):
             j = int(raw.image_index[i, 0])
