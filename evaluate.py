@@ -77,16 +77,24 @@ def evaluate(model, split, task, cfg, rt):
 
 @torch.no_grad()
 def evaluate_itm(model, batches, cfg, device):
-    """Image-text matching accuracy on fixed validation batches."""
+    """Image-text matching accuracy on fixed validation batches; with masked captions (the teacher),
+    also the accuracy of its masked-word predictions."""
     model.eval()
-    correct, total = 0.0, 0
+    correct, total, mlm_correct, mlm_total = 0.0, 0, 0, 0
     for batch in batches:
         with autocast_for(cfg, device):
-            logits = model(fit_images(batch, model.config.image_size), "itm").logits
-        correct += (logits.argmax(-1) == batch["labels"]).sum().item()
+            out = model(fit_images(batch, model.config.image_size), "itm")
+        correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
         total += len(batch["labels"])
+        if out.mlm_logits is not None:
+            masked = batch["mlm_labels"] != -100                        # (B, L)
+            mlm_correct += (out.mlm_logits.argmax(-1)[masked] == batch["mlm_labels"][masked]).sum().item()
+            mlm_total += masked.sum().item()
     model.train()
-    return {"accuracy": 100 * correct / total, "per_family": {}}
+    metrics = {"accuracy": 100 * correct / total, "per_family": {}}
+    if mlm_total:
+        metrics["mlm_accuracy"] = 100 * mlm_correct / mlm_total
+    return metrics
 
 
 @torch.no_grad()

@@ -385,6 +385,7 @@ class ModelOutput:
     text: EncoderOutput | None = None          # student: the text tower's output
     image: EncoderOutput | None = None         # student: the image tower's output, images of an example flattened (B*K, Nv, C)
     fusion: list[EncoderOutput] | None = None  # teacher: one joint output per image of the example
+    mlm_logits: torch.Tensor | None = None     # teacher pre-training: (B, L, vocab), a word score per text position
 
 
 class DualEncoder(nn.Module):

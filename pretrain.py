@@ -11,14 +11,29 @@ pre-trains on real image-caption corpora; the released code has no pre-training 
 
 The swapped negatives cannot be told apart by a bag of words: they need the binding of
 colours to shapes, which is what fusion does well and what the student must learn.
+
+The teacher also learns masked language modelling (MLM), as ViLT does: in the image's own
+caption, words are replaced by [MASK] and predicted from the words left and the image. ViLT
+masks 15% of all tokens; we mask only the words that name what is in the picture (colours,
+sizes, shapes, relations), each with probability `mlm_prob` and at least one per caption:
+"a", "of" and "." can be guessed from the text alone and teach nothing about the image.
+
+Why MLM: ITM is a question about text *and* image together. Trained alone from scratch it
+stays at its prior (README, "Learning starts late"), because no single word and no single
+image says "matched". A masked colour word is different: which colours the image holds
+already predicts it, so the gradient reaches the image patches from the first step, and
+words learn to look at the patches that answer them. With it, ITM leaves its prior too.
+The student cannot do MLM (its text tower never sees the image) and does not need to: it
+learns from the teacher's ITM predictions and cross-modal attention.
 """
 
 import random
 
 import torch
+import torch.nn.functional as F
 
 from data import Tokenizer, fit_images, model_images
-from scenes import COLOURS
+from scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2
 
@@ -36,6 +51,36 @@ def swap_two_colours(text_ids, colour_ids, seed):
             a, b = rng.choice(pairs)
             row[a], row[b] = row[b], row[a]
     return torch.tensor(rows, dtype=text_ids.dtype)
+
+
+def maskable_token_ids(tokenizer) -> list[int]:
+    """The words MLM may mask: colours, sizes, shapes (singular and plural) and relations."""
+    words = [*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS]
+    ids = {tokenizer.encode(word)[1] for word in words}                 # [CLS] word [SEP] -> word
+    return sorted(ids - {Tokenizer.UNK})
+
+
+def mask_words(text_ids, maskable, prob, generator):
+    """MLM inputs and targets: each maskable word becomes [MASK] with probability `prob`, and
+    every caption that has a maskable word gets at least one (its highest random draw).
+    text_ids: long (B, L); maskable: bool (vocab,). Returns masked ids (B, L) and labels (B, L):
+    the original word where masked, -100 (ignored by cross entropy) elsewhere."""
+    can = maskable[text_ids]                                            # (B, L) bool
+    draw = torch.rand(text_ids.shape, generator=generator, device=text_ids.device)
+    draw = draw.masked_fill(~can, -1.0)
+    chosen = (draw > 1.0 - prob) | (draw == draw.max(1, keepdim=True).values)
+    chosen &= can
+    masked = torch.where(chosen, Tokenizer.MASK, text_ids)
+    labels = torch.where(chosen, text_ids, -100)
+    return masked, labels
+
+
+def masked_language_loss(mlm_logits, labels):
+    """Cross entropy of the masked words only: mlm_logits (B, L, vocab), labels (B, L) with -100
+    where nothing is masked. The sum over masked words divided by their number (0 if none)."""
+    total = F.cross_entropy(mlm_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                            reduction="sum")
+    return total / (labels != -100).sum().clamp(min=1)
 
 
 def itm_batch(captions, image_index, kind, other, swapped_ids):
@@ -63,12 +108,23 @@ def _kinds_and_others(n_images, index, generator):
     return kind, (index + shift) % n_images                             # another image, never the same one
 
 
-class ITMBatches:
-    """An endless stream of ITM batches over one caption split, random from a seed."""
+def add_masked_captions(batch, captions, image_index, maskable, prob, generator):
+    """The MLM half of a teacher's pre-training batch: each image's own caption, masked."""
+    own = captions.text_ids[image_index]                                # (B, L)
+    batch["mlm_text_ids"], batch["mlm_labels"] = mask_words(own, maskable, prob, generator)
+    batch["mlm_text_mask"] = own != Tokenizer.PAD
+    return batch
 
-    def __init__(self, captions, tokenizer, batch_size, seed, device, image_size=None):
-        self.captions, self.batch_size, self.image_size = captions, batch_size, image_size
+
+class ITMBatches:
+    """An endless stream of ITM batches over one caption split, random from a seed. With
+    mlm_prob > 0 (the teacher), every batch also carries the images' own captions masked for MLM."""
+
+    def __init__(self, captions, tokenizer, batch_size, seed, device, image_size=None, mlm_prob=0.0):
+        self.captions, self.batch_size, self.image_size, self.mlm_prob = captions, batch_size, image_size, mlm_prob
         self.swapped = swap_two_colours(captions.text_ids, colour_token_ids(tokenizer), seed).to(device)
+        self.maskable = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)   # (vocab,)
+        self.maskable[maskable_token_ids(tokenizer)] = True
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def next(self):
@@ -76,6 +132,8 @@ class ITMBatches:
         index = torch.randint(n, (self.batch_size,), generator=self.generator, device=self.swapped.device)
         kind, other = _kinds_and_others(n, index, self.generator)
         batch = itm_batch(self.captions, index, kind, other, self.swapped)
+        if self.mlm_prob > 0:
+            add_masked_captions(batch, self.captions, index, self.maskable, self.mlm_prob, self.generator)
         return fit_images(batch, self.image_size) if self.image_size else batch
 
     def state_dict(self):
@@ -85,13 +143,16 @@ class ITMBatches:
         self.generator.set_state(state["generator"])
 
 
-def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234):
-    """A fixed list of ITM batches over a whole split (the same for every run)."""
-    stream = ITMBatches(captions, tokenizer, batch_size, seed, device)
+def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, mlm_prob=0.0):
+    """A fixed list of ITM (and MLM) batches over a whole split (the same for every run)."""
+    stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
     n = len(captions)
     batches = []
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(n, start + batch_size), device=device)
         kind, other = _kinds_and_others(n, index, stream.generator)
-        batches.append(itm_batch(captions, index, kind, other, stream.swapped))
+        batch = itm_batch(captions, index, kind, other, stream.swapped)
+        if mlm_prob > 0:
+            add_masked_captions(batch, captions, index, stream.maskable, mlm_prob, stream.generator)
+        batches.append(batch)
     return batches

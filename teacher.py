@@ -9,6 +9,9 @@ pooler (Linear + tanh) reads the text [CLS]. Heads are the student's (model.py).
 Reasoning (NLVR2) takes two images: the teacher runs once per image (types 1 and 2)
 and classifies the two pooled vectors concatenated, ViLT's "pair" method.
 
+In pre-training the teacher also predicts masked words of a caption from the image
+(`MLMHead`, ViLT's masked language modelling; pretrain.py says why).
+
 `cross_modal_attention` splits the joint attention of one layer into the two
 cross-modal blocks DiDE distils (METHODS.md section 1): text-to-image and image-to-text.
 """
@@ -25,6 +28,20 @@ from model import (AttentionDetails, Encoder, EncoderOutput, ImageEmbedding, Mod
 TEXT_TYPE, IMAGE_TYPE, SECOND_IMAGE_TYPE = 0, 1, 2   # modality-type ids
 
 
+class MLMHead(nn.Module):
+    """ViLT's (BERT's) masked-word predictor: Linear -> GELU -> LayerNorm, then a score for every
+    word of the vocabulary: a dot product with its input embedding (tied weights) plus a bias."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.LayerNorm(cfg.n_embd))
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden, word_embeddings):
+        # hidden: (B, L, C) at the text positions; word_embeddings: (vocab, C)
+        return self.transform(hidden) @ word_embeddings.t() + self.bias                 # (B, L, vocab)
+
+
 class FusionEncoder(nn.Module):
     """Single-stream vision-language transformer (ViLT)."""
 
@@ -38,6 +55,7 @@ class FusionEncoder(nn.Module):
         self.encoder = Encoder(cfg)
         self.pooler = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.Tanh())
         self.heads = make_heads(cfg)
+        self.mlm_head = MLMHead(cfg)
         self.apply(init_weights)
 
     def fuse(self, text_ids, text_mask, images, image_type=IMAGE_TYPE, pixel_mask=None, **details) -> EncoderOutput:
@@ -64,7 +82,16 @@ class FusionEncoder(nn.Module):
                             None if pixel_mask is None else pixel_mask[:, k], **details)
                   for k in range(K)]
         pooled = torch.cat([self.pool(f) for f in fusion], dim=-1)                     # (B, K*C)
-        return ModelOutput(self.heads[task](pooled), fusion=fusion)
+        return ModelOutput(self.heads[task](pooled), fusion=fusion, mlm_logits=self.masked_words(batch, task))
+
+    def masked_words(self, batch, task):
+        """Pre-training batches with masked captions (pretrain.py): a second joint pass over each
+        image and its own caption with words masked, scored at every text position. (B, L, vocab)"""
+        if task != "itm" or "mlm_text_ids" not in batch:
+            return None
+        masked_ids = batch["mlm_text_ids"]                                               # (B, L)
+        fused = self.fuse(masked_ids, batch["mlm_text_mask"], batch["images"][:, 0])
+        return self.mlm_head(fused.hidden[:, :masked_ids.shape[1]], self.text_embed.token.weight)
 
 
 # -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_
 from realdata import DataError
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
-from pretrain import ITMBatches, itm_validation_batches
+from pretrain import ITMBatches, itm_validation_batches, masked_language_loss
 from report import draw_attention, inference_speedups, results_table
 
 STUDENT_ROWS = ("dual", "soft", "attention", "soft+attention", "pretrain+dual", "pretrain+soft+attention")
@@ -66,6 +66,7 @@ class TrainConfig:
     seeds: str = "0"                     # comma-separated training seeds; the table shows mean ± std over them
     steps: int = 6000                    # fine-tuning steps per (task, row, seed)
     pretrain_steps: int = 3000           # ITM pre-training steps per seed (0: no pre-training stage)
+    mlm_prob: float = 0.3                # teacher pre-training: chance each colour/size/shape/relation word is masked for MLM (0: ITM only)
     batch_size: int = 256                # examples per step
     lr: float = 5e-4                     # peak learning rate of AdamW
     warmup: float = 0.05                 # fraction of steps of linear warm-up, then linear decay to 0
@@ -145,6 +146,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--lr and --temperature must be positive, got {cfg.lr} and {cfg.temperature}")
     if not 0 <= cfg.warmup < 1:
         raise ValueError(f"--warmup must be a fraction in [0, 1), got {cfg.warmup}")
+    if not 0 <= cfg.mlm_prob <= 1:
+        raise ValueError(f"--mlm-prob must be a probability in [0, 1], got {cfg.mlm_prob}")
     for task in split_list(cfg.tasks):
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -235,8 +238,12 @@ def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device
     Returns the loss terms as tensors and the gradient norm (no host-device sync)."""
     with autocast_for(cfg, device):
         if weights is None:
-            loss = ground_truth_loss(task, model(batch, task).logits, batch)
+            out = model(batch, task)
+            loss = ground_truth_loss(task, out.logits, batch)
             terms = {"ground_truth": loss}
+            if out.mlm_logits is not None:    # the teacher's pre-training: ITM + MLM, 1:1 as in ViLT
+                terms["mlm"] = masked_language_loss(out.mlm_logits, batch["mlm_labels"])
+                loss = loss + terms["mlm"]
         else:
             loss, terms, _ = dide_loss(model, teacher, batch, task, weights, layers)
     optimizer.zero_grad(set_to_none=True)
@@ -327,7 +334,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 metrics = validate(model)
                 rt.write(kind="val", run=name, step=step, **metrics)
                 if rt.main:
-                    bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}")
+                    masked = f", masked words {metrics['mlm_accuracy']:.2f}" if "mlm_accuracy" in metrics else ""
+                    bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}{masked}")
                 if metrics["accuracy"] > best_val:
                     best_val = metrics["accuracy"]
                     if rt.main:
@@ -357,17 +365,20 @@ def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
 
 
 def pretrain(kind, seed, bench, cfg, rt: Runtime, teacher=None, weights=None):
-    """ITM pre-training on the captions: ground truth for the teacher (and pretrain+dual), distillation
-    from the pre-trained teacher for the DiDE student. Returns the best checkpoint's path."""
+    """Pre-training on the captions: ITM + MLM with ground truth for the teacher, ITM with ground truth
+    for pretrain+dual, distillation from the pre-trained teacher for the DiDE student. Returns the best
+    checkpoint's path (by ITM validation accuracy)."""
     name, device = f"pretrain-{kind}-seed{seed}", rt.device
     done = finished_run(cfg.out_dir, name) if cfg.resume else None
     if done:
         return done["checkpoint"]
     torch.manual_seed(seed)
     model = new_model("teacher" if kind == "teacher" else "student", cfg, bench, device)
+    mlm_prob = cfg.mlm_prob if kind == "teacher" else 0.0     # only the fusion encoder can read words off the image
     batches = ITMBatches(bench.captions["train"], bench.tokenizer, cfg.batch_size, seed, device,
-                         model.config.image_size)
-    val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device)
+                         model.config.image_size, mlm_prob)
+    val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device,
+                                         mlm_prob=mlm_prob)
     best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
                               cfg.pretrain_steps, cfg, rt, bench, teacher, weights)
     if rt.main:

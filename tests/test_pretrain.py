@@ -1,8 +1,12 @@
-"""ITM batches: the negatives are what they claim to be."""
+"""Pre-training batches: the ITM negatives are what they claim to be; MLM masks what it says."""
 
 import torch
+import torch.nn.functional as F
 
-from pretrain import ITMBatches, swap_two_colours
+from data import Tokenizer
+from model import model_config
+from pretrain import ITMBatches, itm_validation_batches, mask_words, masked_language_loss, swap_two_colours
+from teacher import FusionEncoder
 
 
 def test_swap_exchanges_two_different_colours_and_keeps_the_words():
@@ -29,6 +33,9 @@ class FakeTokenizer:
     def encode(self, word):
         return [1, {"red": 10, "green": 11}.get(word, 3), 2]
 
+    def __len__(self):
+        return 30
+
 
 def test_itm_batches_label_matches_by_construction():
     captions = FakeCaptions()
@@ -42,3 +49,79 @@ def test_itm_batches_label_matches_by_construction():
     own = captions.text_ids[shown]
     matched = (batch["text_ids"] == own).all(1)
     assert torch.equal(matched.long(), batch["labels"])
+
+
+def test_mask_words_masks_only_maskable_words_and_at_least_one_per_caption():
+    g = torch.Generator().manual_seed(0)
+    maskable = torch.zeros(30, dtype=torch.bool)
+    maskable[[10, 11, 12]] = True
+    text = torch.randint(5, 30, (500, 12), generator=g)
+    text[:, 0], text[:, -2:] = Tokenizer.CLS, Tokenizer.PAD
+    text[0] = torch.tensor([1, 5, 6, 7, 8, 9, 13, 14, 15, 2, 0, 0])            # nothing maskable
+    masked, labels = mask_words(text, maskable, 0.3, torch.Generator().manual_seed(1))
+    chosen = masked == Tokenizer.MASK
+    assert torch.equal(chosen, labels != -100)
+    assert maskable[text[chosen]].all()                                     # only maskable words
+    assert torch.equal(labels[chosen], text[chosen])                        # targets are the original words
+    assert torch.equal(masked[~chosen], text[~chosen])                      # everything else untouched
+    has_maskable = maskable[text].any(1)
+    assert torch.equal(chosen.any(1), has_maskable)                         # at least one where possible
+    assert not chosen[0].any()
+    # each maskable word is masked with probability p, and one is forced where none was drawn:
+    # n maskable words give max(1, Binomial(n, p)) masks, whose mean is n p + (1 - p)^n
+    n = maskable[text].sum(1)[has_maskable].double()
+    expected = (n * 0.3 + 0.7 ** n).sum()
+    assert abs(chosen.sum() / expected - 1) < 0.1, (chosen.sum(), expected)
+    again, _ = mask_words(text, maskable, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(masked, again)                                       # deterministic for a seed
+
+
+def test_masked_language_loss_is_the_mean_cross_entropy_of_masked_words():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    labels = torch.full((3, 5), -100)
+    labels[0, 1], labels[0, 3], labels[2, 4] = 4, 7, 0
+    by_hand = -(F.log_softmax(logits[0, 1], -1)[4] + F.log_softmax(logits[0, 3], -1)[7]
+                + F.log_softmax(logits[2, 4], -1)[0]) / 3
+    torch.testing.assert_close(masked_language_loss(logits, labels), by_hand)
+    nothing = masked_language_loss(logits, torch.full((3, 5), -100))
+    assert nothing.item() == 0.0                                            # no NaN when nothing is masked
+
+
+def test_mlm_batches_mask_each_images_own_caption():
+    captions = FakeCaptions()
+    stream = ITMBatches(captions, FakeTokenizer(), 128, seed=0, device="cpu", mlm_prob=0.3)
+    batch = stream.next()
+    flat = captions.images.flatten(1).float() / 127.5 - 1.0
+    shown = torch.cdist(batch["images"][:, 0].permute(0, 2, 3, 1).flatten(1), flat).argmin(1)
+    own = captions.text_ids[shown]
+    masked = batch["mlm_labels"] != -100
+    assert masked.any(1).all()                               # every caption has two colours: one is masked
+    assert torch.equal(torch.where(masked, batch["mlm_labels"], batch["mlm_text_ids"]), own)
+    assert set(own[masked].tolist()) <= {10, 11}
+    assert "mlm_labels" not in ITMBatches(captions, FakeTokenizer(), 8, seed=0, device="cpu").next()
+    fixed = itm_validation_batches(captions, FakeTokenizer(), 16, "cpu", mlm_prob=0.3)
+    again = itm_validation_batches(captions, FakeTokenizer(), 16, "cpu", mlm_prob=0.3)
+    assert all(torch.equal(a["mlm_text_ids"], b["mlm_text_ids"]) for a, b in zip(fixed, again))
+
+
+def test_teacher_mlm_scores_every_word_and_ignores_padding():
+    torch.manual_seed(0)
+    cfg = model_config("tiny", vocab_size=30, num_answers=5)
+    teacher = FusionEncoder(cfg).eval()
+    batch = ITMBatches(FakeCaptions(), FakeTokenizer(), 4, seed=0, device="cpu", mlm_prob=0.3).next()
+    batch["images"] = torch.randn(4, 1, 3, cfg.image_size, cfg.image_size)
+    batch["mlm_text_mask"][1, 4:] = False                                   # a shorter caption
+    batch["mlm_text_ids"][1, 4:] = Tokenizer.PAD
+    out = teacher(batch, "itm")
+    assert out.mlm_logits.shape == (4, 7, 30)
+    extra = {**batch, "mlm_text_ids": F.pad(batch["mlm_text_ids"], (0, 3)),
+             "mlm_text_mask": F.pad(batch["mlm_text_mask"], (0, 3))}
+    real = batch["mlm_text_mask"][:, :, None]
+    torch.testing.assert_close(teacher(extra, "itm").mlm_logits[:, :7] * real, out.mlm_logits * real,
+                               atol=1e-5, rtol=1e-5)
+    # word scores are tied to the input embeddings: the MLM loss trains them
+    teacher.train()
+    masked_language_loss(teacher(batch, "itm").mlm_logits, batch["mlm_labels"]).backward()
+    assert teacher.text_embed.token.weight.grad.abs().sum() > 0
+    assert teacher(batch, "vqa").mlm_logits is None                         # only in pre-training
