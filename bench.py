@@ -32,7 +32,8 @@ from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from config import add_flags, given_values
 from runtime import autocast_for, resolve_device
-from train import TrainConfig, make_optimizer
+from train import TrainConfig
+from trainer import make_optimizer
 
 # Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}

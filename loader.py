@@ -169,7 +169,7 @@ class LoaderBatches:
 
     The order of epoch e is a permutation drawn from (seed, e) alone, so a resumed run needs
     only (epoch, position) to continue exactly. Under DDP each process loads only its own rows
-    of the global batch (`per_process`: train.fit does not shard them again).
+    of the global batch (`per_process`: trainer.fit does not shard them again).
     """
     per_process = True
 

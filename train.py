@@ -7,7 +7,7 @@
     torchrun --standalone --nproc_per_node=8 train.py   # several GPUs (DistributedDataParallel)
 
 Per seed: (1) the teacher is pre-trained on image-caption pairs with image-text matching
-(ITM); (2) for the row `pretrain+soft+attention`, a student is pre-trained by distillation
+(ITM) and masked language modelling (MLM); (2) for the row `pretrain+soft+attention`, a student is pre-trained by distillation
 from it (ITM soft labels + cross-modal attention). Per task: the teacher is fine-tuned with
 ground truth, frozen, and each student row is trained on the same data:
 
@@ -16,6 +16,8 @@ ground truth, frozen, and each student row is trained on the same data:
     attention                ground truth + cross-modal attention
     soft+attention           soft labels + attention (DiDE's released recipe), fine-tuning only
     pretrain+dual            ITM pre-training with ground truth, then ground truth (pre-training alone)
+
+trainer.py holds the loop every stage and row shares (optimiser, schedule, step, fit).
     pretrain+soft+attention  distillation in pre-training and in fine-tuning (DiDE)
 
 Everything goes under --out-dir: config.json, tokenizer.json, metrics.jsonl (one JSON record
@@ -26,29 +28,25 @@ results.md and attention/*.png.
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from runtime import Runtime, StopRequest, autocast_for, setup_distributed, shard
-from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, save_checkpoint
+from runtime import Runtime, setup_distributed
+from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run
 from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from tasks import FAMILIES
-from distill import DistillWeights, dide_loss, ground_truth_loss
+from distill import DistillWeights
 from evaluate import evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
 from realdata import DataError
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
-from pretrain import ITMBatches, itm_validation_batches, masked_language_loss
+from pretrain import ITMBatches, itm_validation_batches
+from trainer import fit
 from report import draw_attention, inference_speedups, results_table
 
 STUDENT_ROWS = ("dual", "soft", "attention", "soft+attention", "pretrain+dual", "pretrain+soft+attention")
@@ -202,158 +200,6 @@ def row_weights(row: str, cfg: TrainConfig) -> DistillWeights | None:
                           temperature=cfg.temperature)
 
 
-# -----------------------------------------------------------------------------
-# Optimiser, schedule, device
-
-def make_optimizer(model, cfg: TrainConfig, device):
-    """AdamW (betas 0.9/0.98 as DiDE), decay on matrices only: biases, LayerNorms and embeddings are exempt."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = p.dim() < 2 or any(key in name for key in ("position", "token", "cls", "modality_type"))
-        (no_decay if exempt else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8, fused=device.type == "cuda")
-
-
-def make_schedule(optimizer, cfg: TrainConfig, steps=None):
-    """Linear warm-up to the peak learning rate, then linear decay to zero."""
-    steps = steps or cfg.steps
-    warmup_steps = max(1, int(cfg.warmup * steps))
-
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (steps - step) / max(1, steps - warmup_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# -----------------------------------------------------------------------------
-# The training loop, shared by every stage and row
-
-def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device, teacher=None, weights=None,
-               layers=(-1,)):
-    """One optimisation step. Ground truth when `weights` is None, else the DiDE objective.
-    Returns the loss terms as tensors and the gradient norm (no host-device sync)."""
-    with autocast_for(cfg, device):
-        if weights is None:
-            out = model(batch, task)
-            loss = ground_truth_loss(task, out.logits, batch)
-            terms = {"ground_truth": loss}
-            if out.mlm_logits is not None:    # the teacher's pre-training: ITM + MLM, 1:1 as in ViLT
-                terms["mlm"] = masked_language_loss(out.mlm_logits, batch["mlm_labels"])
-                loss = loss + terms["mlm"]
-        else:
-            loss, terms, _ = dide_loss(model, teacher, batch, task, weights, layers)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-    optimizer.step()
-    schedule.step()
-    return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, grad_norm
-
-
-def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runtime, bench, teacher=None,
-        weights=None, stop_after=None):
-    """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every eval_every
-    steps, keeping the best checkpoint apart from the last. A `-last.pt` left by an interrupted run is
-    resumed exactly (model, optimiser, schedule, data order, random state). `stop_after` simulates a
-    kill after that many steps (for tests). Returns the best checkpoint's path and validation accuracy."""
-    device = rt.device
-    stepper = model
-    if rt.world > 1:   # gradients are averaged over processes; heads of other tasks get none, hence find_unused
-        stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                          find_unused_parameters=True)
-    stepper = torch.compile(stepper) if cfg.compile else stepper   # checkpoints always hold the plain module
-    optimizer = make_optimizer(model, cfg, device)
-    schedule = make_schedule(optimizer, cfg, steps)
-    layers = attention_layers(cfg, model.config.n_layer)
-    ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
-    best_path, last_path = (os.path.join(ckpt_dir, f"{name}-{kind}.pt") for kind in ("best", "last"))
-    meta = dict(name=name, task=task, model_config=dataclasses.asdict(model.config),
-                train_config=dataclasses.asdict(cfg), model_class=type(model).__name__,
-                data_config=dataclasses.asdict(bench.config), tokenizer=bench.tokenizer.to_dict())
-    best_val, start = -1.0, 1
-    if cfg.resume and os.path.exists(last_path):
-        state = load_checkpoint(last_path, expect=model.config, tokenizer=bench.tokenizer)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        batches.load_state_dict(state["batches"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        best_val, start = state["best_val"], state["step"] + 1
-        rt.say(f"{name}: resuming at step {start} from {last_path}")
-
-    def save_last(step):
-        if rt.main:
-            save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            schedule=schedule.state_dict(), batches=batches.state_dict(), rng=torch.get_rng_state(),
-                            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                            step=step, best_val=best_val, **meta)
-
-    sums, finite = {}, torch.ones((), dtype=torch.bool, device=device)
-
-    def stop_if_not_finite(step, terms):
-        """A NaN or inf loss since the start stops every process, before anything is saved over
-        the last good checkpoint. One host-device sync."""
-        everywhere = finite.int()
-        if rt.world > 1:
-            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
-        if not everywhere.item():
-            raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
-                             f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
-
-    bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
-               dynamic_ncols=True, leave=False)
-    tick = time.perf_counter()
-    with StopRequest() as stop:
-        for step in range(start, steps + 1):
-            batch = batches.next() if getattr(batches, "per_process", False) else shard(batches.next(), rt)
-            terms, grad_norm = train_step(stepper, batch, task, optimizer, schedule, cfg, device, teacher, weights,
-                                          layers)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            finite &= torch.isfinite(terms["loss"])
-            bar.update(1)
-
-            if step % cfg.log_every == 0 or step == steps:        # the only host-device syncs of the loop
-                stop_if_not_finite(step, terms)
-                elapsed, done = time.perf_counter() - tick, (step - 1) % cfg.log_every + 1
-                means = {key: value.item() / done for key, value in sums.items()}
-                rate = done * cfg.batch_size / elapsed
-                bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
-                rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
-                          ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
-                sums, tick = {}, time.perf_counter()
-
-            if step % cfg.eval_every == 0 or step == steps:
-                stop_if_not_finite(step, terms)
-                metrics = validate(model)
-                rt.write(kind="val", run=name, step=step, **metrics)
-                if rt.main:
-                    masked = f", masked words {metrics['mlm_accuracy']:.2f}" if "mlm_accuracy" in metrics else ""
-                    bar.write(f"{name} step {step}: val accuracy {metrics['accuracy']:.2f}{masked}")
-                if metrics["accuracy"] > best_val:
-                    best_val = metrics["accuracy"]
-                    if rt.main:
-                        save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
-                save_last(step)
-                tick = time.perf_counter()
-
-            if stop.requested or step == stop_after:
-                stop_if_not_finite(step, terms)
-                save_last(step)
-                bar.close()
-                raise SystemExit(f"\nstopped after step {step} of {name}; saved {last_path}. "
-                                 f"Run the same command again to continue from there.")
-    bar.close()
-    rt.barrier()   # the checkpoints are on disk before any process reads them
-    return best_path, best_val
-
-
 def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
     """A teacher or student of the configured size, optionally starting from a checkpoint."""
     model_cfg = model_config(cfg.size, vocab_size=len(bench.tokenizer), num_answers=bench.num_classes("vqa"),
@@ -380,7 +226,8 @@ def pretrain(kind, seed, bench, cfg, rt: Runtime, teacher=None, weights=None):
     val_batches = itm_validation_batches(bench.captions["val"], bench.tokenizer, cfg.eval_batch_size, device,
                                          mlm_prob=mlm_prob)
     best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
-                              cfg.pretrain_steps, cfg, rt, bench, teacher, weights)
+                              cfg.pretrain_steps, cfg, rt, bench, teacher, weights,
+                              attention_layers(cfg, model.config.n_layer))
     if rt.main:
         record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
     rt.barrier()
@@ -403,7 +250,8 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
     weights = row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, rt),
-                              cfg.steps, cfg, rt, bench, teacher if weights else None, weights)
+                              cfg.steps, cfg, rt, bench, teacher if weights else None, weights,
+                              attention_layers(cfg, model.config.n_layer))
     del batches   # its loader processes and pinned batches are not needed for testing
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, rt)

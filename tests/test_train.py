@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import train
+import trainer
 from distill import ground_truth_loss
+from runtime import Runtime, shard
 from model import DualEncoder, model_config
 from teacher import FusionEncoder
 
@@ -38,12 +40,12 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(Model, task):
     model = Model(cfg)
     tcfg = train.TrainConfig(size="tiny", steps=30, lr=3e-3, warmup=0.0)
     device = torch.device("cpu")
-    optimizer, batch = train.make_optimizer(model, tcfg, device), fixed_batch(cfg, task)
-    schedule = train.make_schedule(optimizer, tcfg)
+    optimizer, batch = trainer.make_optimizer(model, tcfg, device), fixed_batch(cfg, task)
+    schedule = trainer.make_schedule(optimizer, tcfg)
     with torch.no_grad():
         before = ground_truth_loss(task, model(batch, task).logits, batch).item()
     for _ in range(30):
-        train.train_step(model, batch, task, optimizer, schedule, tcfg, device)
+        trainer.train_step(model, batch, task, optimizer, schedule, tcfg, device)
     with torch.no_grad():
         after = ground_truth_loss(task, model(batch, task).logits, batch).item()
     assert after < 0.6 * before, (before, after)
@@ -60,8 +62,8 @@ def test_vqa_loss_is_bce_summed_over_answers():
 def test_schedule_warms_up_then_decays_to_zero():
     model = torch.nn.Linear(2, 2)
     cfg = train.TrainConfig(steps=100, warmup=0.1, lr=1.0)
-    optimizer = train.make_optimizer(model, cfg, torch.device("cpu"))
-    schedule = train.make_schedule(optimizer, cfg)
+    optimizer = trainer.make_optimizer(model, cfg, torch.device("cpu"))
+    schedule = trainer.make_schedule(optimizer, cfg)
     lrs = []
     for _ in range(100):
         lrs.append(schedule.get_last_lr()[0])
@@ -205,7 +207,7 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
         calls["n"] += 1
         loss = ground_truth_loss(task, logits, batch)
         return loss * float("nan") if calls["n"] == 8 else loss
-    monkeypatch.setattr(train, "ground_truth_loss", poisoned)
+    monkeypatch.setattr(trainer, "ground_truth_loss", poisoned)
     with pytest.raises(SystemExit, match="NaN or inf before step 10"):
         train.main(argv)
     last = torch.load(tmp_path / "run" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
@@ -235,7 +237,7 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
 
 def test_shards_of_all_processes_partition_the_global_batch():
     batch = {"x": torch.arange(12), "y": torch.arange(12) * 10}
-    parts = [train.shard(batch, train.Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
+    parts = [shard(batch, Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
     assert all(len(p["x"]) == 4 for p in parts)
     assert sorted(torch.cat([p["x"] for p in parts]).tolist()) == list(range(12))
     assert all(torch.equal(p["y"], p["x"] * 10) for p in parts)
