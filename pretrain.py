@@ -128,13 +128,19 @@ class ITMBatches:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def next(self):
-        n = len(self.captions)
-        index = torch.randint(n, (self.batch_size,), generator=self.generator, device=self.swapped.device)
-        kind, other = _kinds_and_others(n, index, self.generator)
-        batch = itm_batch(self.captions, index, kind, other, self.swapped)
-        if self.mlm_prob > 0:
-            add_masked_captions(batch, self.captions, index, self.maskable, self.mlm_prob, self.generator)
+        index = torch.randint(len(self.captions), (self.batch_size,), generator=self.generator,
+                              device=self.swapped.device)
+        batch = self.batch_of(index)
         return fit_images(batch, self.image_size) if self.image_size else batch
+
+    def batch_of(self, image_index):
+        """The images of `image_index` with a matched, random or swapped caption (and, with MLM,
+        their own captions masked), drawn from this stream's generator."""
+        kind, other = _kinds_and_others(len(self.captions), image_index, self.generator)
+        batch = itm_batch(self.captions, image_index, kind, other, self.swapped)
+        if self.mlm_prob > 0:
+            add_masked_captions(batch, self.captions, image_index, self.maskable, self.mlm_prob, self.generator)
+        return batch
 
     def state_dict(self):
         return {"generator": self.generator.get_state()}
@@ -147,12 +153,5 @@ def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, m
     """A fixed list of ITM (and MLM) batches over a whole split (the same for every run)."""
     stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
     n = len(captions)
-    batches = []
-    for start in range(0, n, batch_size):
-        index = torch.arange(start, min(n, start + batch_size), device=device)
-        kind, other = _kinds_and_others(n, index, stream.generator)
-        batch = itm_batch(captions, index, kind, other, stream.swapped)
-        if mlm_prob > 0:
-            add_masked_captions(batch, captions, index, stream.maskable, mlm_prob, stream.generator)
-        batches.append(batch)
-    return batches
+    return [stream.batch_of(torch.arange(start, min(n, start + batch_size), device=device))
+            for start in range(0, n, batch_size)]
