@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import torch
 
-from distill import DistillWeights, dide_loss, ground_truth_loss
+from distill import DistillWeights
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from config import add_flags, given_values
 from runtime import autocast_for, resolve_device
 from train import TrainConfig
-from trainer import make_optimizer
+from trainer import make_optimizer, make_schedule, train_step
 
 # Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -189,9 +189,10 @@ def run(cfg: BenchConfig):
 
 
 def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
-    """Training steps per second: forward, backward and AdamW step; distillation adds a teacher forward."""
+    """Training steps per second: trainer.train_step, the step train.py runs (forward, backward,
+    gradient clipping, AdamW, schedule); distillation adds a frozen teacher's forward."""
     task = "entailment"
-    tcfg = TrainConfig(size=cfg.size)   # AdamW as in training
+    tcfg = TrainConfig(size=cfg.size, dtype=cfg.dtype)   # AdamW, clipping and autocast as in training
     frozen = freeze(FusionEncoder(mcfg).to(device))
     frozen.load_state_dict(teacher.state_dict())
     trainee_teacher = FusionEncoder(mcfg).to(device)
@@ -206,17 +207,11 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
     ]
     for name, model, weights, step_flops in variants:
         optimizer = make_optimizer(model, tcfg, device)
+        schedule = make_schedule(optimizer, tcfg, steps=cfg.warmup + cfg.repeats)   # the rate does not change a step's time
         stepper = torch.compile(model) if cfg.compile else model
 
         def step():
-            with autocast_for(cfg, device):
-                if weights is None:
-                    loss = ground_truth_loss(task, stepper(batch, task).logits, batch)
-                else:
-                    loss, _, _ = dide_loss(stepper, frozen, batch, task, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(stepper, batch, task, optimizer, schedule, tcfg, device, teacher=frozen, weights=weights)
         row(name, "teacher" if model is trainee_teacher else "student",
             measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
 
