@@ -49,13 +49,13 @@ def load_checkpoint(path, expect=None, tokenizer=None):
     return state
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
 def record_run(out_dir, name, result):
     """Mark run `name` finished, with its result."""
-    _write_json(os.path.join(out_dir, "runs", f"{name}.json"), result)
+    write_json(os.path.join(out_dir, "runs", f"{name}.json"), result)
 
 
 def finished_run(out_dir, name):

@@ -16,9 +16,9 @@ ground truth, frozen, and each student row is trained on the same data:
     attention                ground truth + cross-modal attention
     soft+attention           soft labels + attention (DiDE's released recipe), fine-tuning only
     pretrain+dual            ITM pre-training with ground truth, then ground truth (pre-training alone)
+    pretrain+soft+attention  distillation in pre-training and in fine-tuning (DiDE)
 
 trainer.py holds the loop every stage and row shares (optimiser, schedule, step, fit).
-    pretrain+soft+attention  distillation in pre-training and in fine-tuning (DiDE)
 
 Everything goes under --out-dir: config.json, tokenizer.json, metrics.jsonl (one JSON record
 per line), checkpoints/, runs/ (one JSON per finished run: a re-run skips finished runs),
@@ -27,15 +27,17 @@ results.md and attention/*.png.
 
 import argparse
 import dataclasses
-import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 
 from runtime import Runtime, setup_distributed
-from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run
+from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, write_json
 from config import add_flags, given_values
 from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
 from tasks import FAMILIES
@@ -62,6 +64,7 @@ class TrainConfig:
     tasks: str = "reasoning,entailment,vqa"  # comma-separated tasks
     rows: str = ",".join(ROWS)           # comma-separated rows of the table to train (see the module docstring)
     seeds: str = "0"                     # comma-separated training seeds; the table shows mean ± std over them
+    jobs: int = 1                        # train this many seeds at once, one process each (small models leave a GPU idle)
     steps: int = 6000                    # fine-tuning steps per (task, row, seed)
     pretrain_steps: int = 3000           # ITM pre-training steps per seed (0: no pre-training stage)
     mlm_prob: float = 0.3                # teacher pre-training: chance each colour/size/shape/relation word is masked for MLM (0: ITM only)
@@ -134,7 +137,7 @@ def parse_args(argv=None):
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Raise ValueError naming the flag at fault."""
-    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
+    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every", "jobs"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     for name in ("pretrain_steps", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
@@ -291,16 +294,50 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     return bench
 
 
+def train_seeds_in_parallel(argv, seeds, jobs, out_dir, say):
+    """Run `python train.py <argv> --seeds s` for every seed, `jobs` processes at a time, into the same
+    --out-dir: runs and checkpoints carry the seed in their names, and each process logs to
+    logs/seed{s}.log. The caller then finds every run finished and only builds the table."""
+    os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
+    waiting, running = list(seeds), {}          # running: seed -> (process, log path)
+    failed = None
+    try:
+        while (waiting or running) and failed is None:
+            while waiting and len(running) < jobs:
+                seed = waiting.pop(0)
+                log = os.path.join(out_dir, "logs", f"seed{seed}.log")
+                command = [sys.executable, os.path.abspath(__file__), *argv,
+                           "--seeds", str(seed), "--jobs", "1", "--speed", "false", "--progress", "false"]
+                with open(log, "w") as f:
+                    running[seed] = (subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT), log)
+                say(f"seed {seed}: started, log in {log}")
+            time.sleep(1)
+            for seed, (process, log) in list(running.items()):
+                if process.poll() is not None:
+                    del running[seed]
+                    if process.returncode != 0:
+                        failed = f"error: seed {seed} failed (exit code {process.returncode}); its log: {log}"
+                    else:
+                        say(f"seed {seed}: finished")
+        if failed:                              # stop the others as Ctrl-C would: they save and exit
+            for process, _ in running.values():
+                process.send_signal(signal.SIGINT)
+            raise SystemExit(failed)
+    finally:                                    # Ctrl-C reached the children too: let them save first
+        for process, _ in running.values():
+            process.wait()
+
+
 def main(argv=None):
     cfg, data_cfg, real_cfg = parse_args(argv)
     rank, world, device = setup_distributed(cfg)
     tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
+    config = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
+              "real_data": dataclasses.asdict(real_cfg), "command": command}
     if rank == 0:
         prepare_out_dir(cfg.out_dir)
-        with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
-            json.dump({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
-                       "real_data": dataclasses.asdict(real_cfg), "command": command}, f, indent=2)
+        write_json(os.path.join(cfg.out_dir, "config.json"), config)
     rt = Runtime(device, MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl")), rank, world)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -310,6 +347,12 @@ def main(argv=None):
     if rt.main:
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
+    if cfg.jobs > 1 and len(seeds) > 1:
+        if world > 1:
+            raise SystemExit("error: --jobs starts its own processes, one per seed; not under torchrun")
+        train_seeds_in_parallel(sys.argv[1:] if argv is None else argv, seeds, cfg.jobs, cfg.out_dir, rt.say)
+        write_json(os.path.join(cfg.out_dir, "config.json"), config)   # each seed's process wrote its own
+        cfg = dataclasses.replace(cfg, resume=True)   # the loop below reads back the runs they finished
 
     distilled = [row for row in rows if row_weights(row, cfg) is not None]
     results = []
@@ -345,8 +388,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
         f.write(f"# Results\n\nCommand: `{command}`  \nDevice: {device_name} x {world}\n\n{table}")
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(cfg.out_dir, "results.json"), results)
     print("\n" + table)
     return results
 

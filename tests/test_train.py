@@ -235,6 +235,31 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
 
 
+def test_jobs_trains_seeds_in_parallel_processes_with_the_weights_of_one_process(tmp_path):
+    """--seeds 0,1 --jobs 2: one process per seed, each with its own log; the same weights and table as
+    training the seeds one after the other, and config.json records the command that was given."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "3",
+              "--eval-every", "3", "--seeds", "0,1", "--progress", "false", "--speed", "false",
+              "--cache-dir", str(tmp_path / "cache")]
+    one_by_one = train.main(common + ["--out-dir", str(tmp_path / "one")])
+    parallel = train.main(common + ["--jobs", "2", "--out-dir", str(tmp_path / "jobs")])
+    assert [(r["seed"], r["accuracy"]) for r in parallel] == [(r["seed"], r["accuracy"]) for r in one_by_one]
+    for seed in (0, 1):
+        assert "test accuracy" in (tmp_path / "jobs" / "logs" / f"seed{seed}.log").read_text()
+        a = torch.load(tmp_path / "one" / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
+        b = torch.load(tmp_path / "jobs" / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
+        for key in a["model"]:
+            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
+    config = json.loads((tmp_path / "jobs" / "config.json").read_text())
+    assert config["train"]["seeds"] == "0,1" and config["train"]["jobs"] == 2
+
+
+def test_a_failed_seed_process_stops_the_others_and_names_its_log(tmp_path):
+    with pytest.raises(SystemExit, match=r"seed \d failed \(exit code 2\); its log: .*seed\d\.log"):
+        train.train_seeds_in_parallel(["--size", "tiny", "--steps", "0"], [0, 1], 2, str(tmp_path), print)
+    assert "--steps" in (tmp_path / "logs" / "seed0.log").read_text()
+
+
 def test_shards_of_all_processes_partition_the_global_batch():
     batch = {"x": torch.arange(12), "y": torch.arange(12) * 10}
     parts = [shard(batch, Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
