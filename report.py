@@ -1,9 +1,15 @@
 """What a run reports: the results table, the attention pictures, the speed column.
 
 train.py calls these at the end of the experiment; they read results and checkpoints and
-never change them.
+never change them. As a program, it prints the table of runs finished in one or more
+--out-dir folders, for example seeds trained on different machines:
+
+    python report.py runs/seeds01 runs/seed2
 """
 
+import argparse
+import glob
+import json
 import math
 import os
 
@@ -12,31 +18,58 @@ import torch
 from data import fit_images, make_batch
 
 
-def mean_std(values):
+def mean_std(values, seeds):
+    """'mean ± std' (sample std) of the values found; '(n=k)' when fewer than `seeds` were; '-' for none."""
+    if not values:
+        return "-"
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f} ± {std:.1f}" + (f" (n={len(values)})" if len(values) < len(seeds) else "")
 
 
 def results_table(results, tasks, rows, seeds, speedups=None):
-    """Markdown: rows of the table, columns tasks (mean ± std over seeds), then per-family tables."""
+    """Markdown: rows of the table, columns tasks (mean ± std over seeds), then per-family tables.
+    A cell with runs missing says how many it averages."""
     by = {(r["task"], r["row"], r["seed"]): r for r in results}
+
+    def cell(task, row, family=None):
+        runs = [by[(task, row, s)] for s in seeds if (task, row, s) in by]
+        return mean_std([r["accuracy"] if family is None else r["per_family"][family] for r in runs], seeds)
+
     speed_head = " | inference speed-up |" if speedups else " |"
     lines = [f"Test accuracy (%), mean ± std over seeds {', '.join(map(str, seeds))}.", "",
              "| row | " + " | ".join(tasks) + speed_head, "|---|" + "---|" * (len(tasks) + bool(speedups))]
     for row in rows:
-        cells = [mean_std([by[(t, row, s)]["accuracy"] for s in seeds]) for t in tasks]
         speed = f" | {speedups['teacher' if row == 'teacher' else 'student']}" if speedups else ""
-        lines.append(f"| {row} | " + " | ".join(cells) + speed + " |")
+        lines.append(f"| {row} | " + " | ".join(cell(t, row) for t in tasks) + speed + " |")
     for t in tasks:
-        families = list(by[(t, rows[0], seeds[0])]["per_family"])
         # benchmark: per family of questions; VQA v2: per answer type; NLVR2: consistency
+        families = list(dict.fromkeys(f for r in results if r["task"] == t for f in r["per_family"]))
         lines += ["", f"Breakdown, {t}:", "", "| family / metric | " + " | ".join(rows) + " |",
                   "|---|" + "---|" * len(rows)]
         for family in families:
-            cells = [mean_std([by[(t, row, s)]["per_family"][family] for s in seeds]) for row in rows]
-            lines.append(f"| {family} | " + " | ".join(cells) + " |")
+            lines.append(f"| {family} | " + " | ".join(cell(t, row, family) for row in rows) + " |")
     return "\n".join(lines) + "\n"
+
+
+def read_results(out_dirs):
+    """The test results of every finished fine-tuning run (runs/*.json) under the given --out-dir folders."""
+    results, found_in = [], {}
+    for out_dir in out_dirs:
+        paths = sorted(glob.glob(os.path.join(out_dir, "runs", "*.json")))
+        if not paths:
+            raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")
+        for path in paths:
+            with open(path) as f:
+                result = json.load(f)
+            if "task" not in result:   # pre-training runs have no test result
+                continue
+            key = (result["task"], result["row"], result["seed"])
+            if key in found_in:
+                raise SystemExit(f"error: run {result['run']} is in both {found_in[key]} and {out_dir}")
+            found_in[key] = out_dir
+            results.append(result)
+    return results
 
 
 def draw_attention(teacher, student_result, task, bench, cfg, device, examples=3):
@@ -62,3 +95,23 @@ def inference_speedups(cfg, bench, device):
     rows, _, _ = run(bench_cfg)
     rate = {r["model"]: r["throughput"] for r in rows if r["row"] == "precomputed"}
     return {"teacher": "1.0x", "student": f"{rate['student'] / rate['teacher']:.1f}x (images pre-computed)"}
+
+
+def main(argv=None):
+    """The table of finished runs, from one or more --out-dir folders (e.g. seeds trained on different machines)."""
+    from data import TASKS
+    from train import ROWS
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out_dirs", nargs="+", help="folders that train.py wrote (their runs/*.json are read)")
+    args = parser.parse_args(argv)
+    results = read_results(args.out_dirs)
+
+    def present(key, order):
+        return [x for x in order if any(r[key] == x for r in results)]
+    table = results_table(results, present("task", TASKS), present("row", ROWS), sorted({r["seed"] for r in results}))
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The results table: mean ± std over seeds, missing runs marked, and tables merged from several folders."""
+
+import json
+
+import pytest
+
+import report
+
+
+def result(task, row, seed, accuracy, families=None):
+    return {"run": f"{task}-{row}-seed{seed}", "task": task, "row": row, "seed": seed, "accuracy": accuracy,
+            "per_family": families or {"F1": accuracy}}
+
+
+def write_runs(folder, results):
+    (folder / "runs").mkdir(parents=True)
+    for r in results:
+        (folder / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
+    (folder / "runs" / "pretrain-teacher-seed0.json").write_text(json.dumps({"checkpoint": "x.pt", "val": 60.0}))
+
+
+def test_cells_are_mean_and_sample_std_over_seeds_and_say_when_runs_are_missing():
+    results = [result("vqa", "teacher", 0, 70.0), result("vqa", "teacher", 1, 74.0), result("vqa", "dual", 0, 61.0)]
+    table = report.results_table(results, ["vqa", "entailment"], ["teacher", "dual"], [0, 1])
+    # mean 72, sample std sqrt(((70-72)^2 + (74-72)^2) / 1) = 2.83
+    assert "| teacher | 72.0 ± 2.8 | - |" in table
+    assert "| dual | 61.0 ± 0.0 (n=1) | - |" in table
+    assert "| F1 | 72.0 ± 2.8 | 61.0 ± 0.0 (n=1) |" in table
+
+
+def test_the_program_merges_seeds_from_several_folders(tmp_path, capsys):
+    write_runs(tmp_path / "a", [result("reasoning", "dual", 0, 50.0), result("reasoning", "teacher", 0, 90.0)])
+    write_runs(tmp_path / "b", [result("reasoning", "dual", 1, 54.0), result("reasoning", "teacher", 1, 92.0)])
+    table = report.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "over seeds 0, 1." in table
+    lines = table.splitlines()
+    assert lines.index("| teacher | 91.0 ± 1.4 |") < lines.index("| dual | 52.0 ± 2.8 |")   # the order of train.ROWS
+    assert table in capsys.readouterr().out
+
+
+def test_the_program_refuses_a_run_found_twice_and_a_folder_without_runs(tmp_path):
+    write_runs(tmp_path / "a", [result("vqa", "dual", 0, 50.0)])
+    write_runs(tmp_path / "b", [result("vqa", "dual", 0, 51.0)])
+    with pytest.raises(SystemExit, match="vqa-dual-seed0 is in both"):
+        report.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="no finished runs"):
+        report.main([str(tmp_path / "empty")])
