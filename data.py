@@ -298,7 +298,11 @@ class TaskSplit:
 
     def subset(self, families: list[str]) -> TaskSplit:
         """Only the examples of the named families (the images stay shared)."""
-        keep = torch.isin(self.family, torch.tensor([self.family_names.index(f) for f in families]))
+        names = torch.tensor([self.family_names.index(f) for f in families], device=self.family.device)
+        return self.select(torch.isin(self.family, names))
+
+    def select(self, keep: torch.Tensor) -> TaskSplit:
+        """Only the examples where `keep` (bool [N]) is True (the images stay shared)."""
         rows = keep.nonzero().flatten().tolist()
         return replace(self, image_index=self.image_index[keep], text_ids=self.text_ids[keep],
                        labels=self.labels[keep], family=self.family[keep], texts=[self.texts[i] for i in rows],
@@ -435,6 +439,34 @@ class EpochSampler:
     def load_state_dict(self, state):
         self.order, self.position = state["order"].to(self.order.device), state["position"]
         self.generator.set_state(state["generator"])
+
+
+def names_left_image_first(statement: str) -> bool:
+    """A reasoning statement about the left image, or about both with the left one named first:
+    "the left image contains a red circle ." or "there are more circles in the left image than in
+    the right image ." ("left of" is a relation, not an image.)"""
+    if "left image" not in statement:
+        return False
+    return "right image" not in statement or statement.index("left image") < statement.index("right image")
+
+
+class CurriculumBatches:
+    """The batches of `first` for the first `steps` steps, then those of `then`."""
+
+    def __init__(self, first, then, steps: int):
+        self.first, self.then, self.steps, self.taken = first, then, steps, 0
+
+    def next(self):
+        self.taken += 1
+        return (self.first if self.taken <= self.steps else self.then).next()
+
+    def state_dict(self):
+        return {"taken": self.taken, "first": self.first.state_dict(), "then": self.then.state_dict()}
+
+    def load_state_dict(self, state):
+        self.taken = state["taken"]
+        self.first.load_state_dict(state["first"])
+        self.then.load_state_dict(state["then"])
 
 
 class TaskBatches:

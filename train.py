@@ -39,7 +39,8 @@ import torch
 from runtime import Runtime, setup_distributed
 from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, write_json
 from config import add_flags, given_values
-from data import DATA_SIZES, TASKS, DataConfig, TaskBatches, build_benchmark
+from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark,
+                  names_left_image_first)
 from tasks import FAMILIES
 from distill import DistillWeights
 from evaluate import evaluate, evaluate_itm, predict_vqa
@@ -79,6 +80,7 @@ class TrainConfig:
     temperature: float = 1.0             # soft-label temperature (DiDE: 1)
     attention_layers: str = "last"       # layers whose cross-modal attention is distilled: last (DiDE), all, or e.g. 2,3
     families: str = ""                   # benchmark: train and test only these question families, e.g. A4_count_control
+    curriculum_steps: int = 0            # reasoning: the first N fine-tuning steps use only statements naming the left image first
     eval_every: int = 500                # validate every this many steps (and at the end)
     eval_batch_size: int = 512           # examples per validation / test forward
     log_every: int = 50                  # write a metrics record every this many steps
@@ -125,8 +127,8 @@ def parse_args(argv=None):
         train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **real_data_preset(real_cfg), **train_given})
         check_train_config(train_cfg)
         data_cfg = DataConfig(**{**DATA_SIZES.get(size, DATA_SIZES["small"]), **data_given}).validate()
-        if real_cfg.real and train_cfg.families:
-            raise ValueError("--families picks question families of the built-in benchmark; not with --data")
+        if real_cfg.real and (train_cfg.families or train_cfg.curriculum_steps):
+            raise ValueError("--families and --curriculum-steps are for the built-in benchmark; not with --data")
         if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):
             raise ValueError(f"--data {real_cfg.data} is the {real_cfg.task} task alone, without image-caption "
                              f"pairs: use --tasks {real_cfg.task} --pretrain-steps 0 and no pretrain+ rows")
@@ -140,6 +142,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every", "jobs"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not 0 <= cfg.curriculum_steps < cfg.steps:
+        raise ValueError(f"--curriculum-steps must be in [0, --steps), got {cfg.curriculum_steps}")
     for name in ("pretrain_steps", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)}")
@@ -251,6 +255,10 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = LoaderBatches(train, cfg.batch_size, seed, device, train.workers, rt.rank, rt.world)
     else:                             # the benchmark, resident on the device
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
+        if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (README, "Reasoning")
+            keep = torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
+            first = TaskBatches(train.select(keep), cfg.batch_size, seed, device, model.config.image_size)
+            batches = CurriculumBatches(first, batches, cfg.curriculum_steps)
     weights = row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, rt),
                               cfg.steps, cfg, rt, bench, teacher if weights else None, weights,

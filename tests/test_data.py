@@ -23,9 +23,9 @@ import data  # noqa: E402
 from model import NUM_IMAGES  # noqa: E402
 import tasks  # noqa: E402
 import scenes  # noqa: E402
-from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig,  # noqa: E402
-                  Tokenizer, build_benchmark, generate_split, make_batch, vqa_accuracy,
-                  vqa_soft_scores)
+from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, CurriculumBatches, DataConfig,  # noqa: E402
+                  Tokenizer, build_benchmark, generate_split, make_batch, names_left_image_first,
+                  vqa_accuracy, vqa_soft_scores)
 
 NUMBERS = {w: i for i, w in enumerate(tasks.NUMBER_WORDS)}
 
@@ -473,3 +473,59 @@ def test_vqa_scores_and_accuracy(raw):
     assert abs(right - (1 - cfg.vqa_noise)) < 0.02  # noisy annotators, as configured
     scores = vqa_soft_scores(r.annotators, len(tasks.answer_vocabulary(cfg)))
     assert (scores.gather(1, r.labels[:, None]) >= 0.9).float().mean() > 0.97
+
+
+@pytest.mark.parametrize("statement, left_first", [
+    ("the left image contains a large red circle .", True),
+    ("the right image contains a red circle .", False),
+    ("in the right image a red circle is left of a blue square .", False),     # "left of" is a relation
+    ("in the left image a red circle is right of a blue square .", True),
+    ("the left image has more red objects than the right image .", True),
+    ("the right image has more circles than the left image .", False),
+    ("there are more red circles in the left image than in the right image .", True),
+    ("there are more red circles in the right image than in the left image .", False),
+    ("the left image has exactly two red circles .", True),
+    ("both images contain a red circle .", False),
+    ("exactly one image contains a circle left of a square .", False),
+])
+def test_names_left_image_first(statement, left_first):
+    assert names_left_image_first(statement) == left_first
+
+
+def test_the_curriculum_stage_has_both_labels_in_every_directional_family(raw):
+    """Its statements must not give the label away: true and false in each family that names an image."""
+    split = raw[1]["reasoning"]
+    by_family = {}
+    for text, label, family in zip(split.texts, split.labels.tolist(), split.family.tolist()):
+        if names_left_image_first(text):
+            by_family.setdefault(family, []).append(label)
+    assert set(by_family) == {0, 1, 3, 4}           # A1, A2, A4, A5; A3 says "both" or "exactly one image"
+    for family, labels in by_family.items():
+        assert 0.3 < sum(labels) / len(labels) < 0.7, (family, sum(labels), len(labels))
+
+
+class Stream:
+    """A stand-in batch stream: batches are (name, i)."""
+
+    def __init__(self, name):
+        self.name, self.i = name, 0
+
+    def next(self):
+        self.i += 1
+        return (self.name, self.i)
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+def test_curriculum_batches_switch_after_their_steps_and_resume_exactly():
+    batches = CurriculumBatches(Stream("first"), Stream("then"), steps=2)
+    assert [batches.next() for _ in range(4)] == [("first", 1), ("first", 2), ("then", 1), ("then", 2)]
+    batches = CurriculumBatches(Stream("first"), Stream("then"), steps=2)
+    batches.next()
+    resumed = CurriculumBatches(Stream("first"), Stream("then"), steps=2)
+    resumed.load_state_dict(batches.state_dict())
+    assert [resumed.next() for _ in range(3)] == [("first", 2), ("then", 1), ("then", 2)]

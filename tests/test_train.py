@@ -10,6 +10,7 @@ import torch
 
 import train
 import trainer
+from data import Tokenizer, names_left_image_first
 from distill import ground_truth_loss
 from runtime import Runtime, shard
 from model import DualEncoder, model_config
@@ -97,6 +98,8 @@ def test_help_lists_every_field():
     (["--tasks", "vqa", "--families", "A4_count_control"], "--families"),
     (["--tasks", "vqa,reasoning", "--families", "A4_count_control"], "no family"),
     (["--data", "nlvr2", "--data-dir", ".", "--vqa-predict", "test-dev"], "--vqa-predict"),
+    (["--steps", "100", "--curriculum-steps", "100"], "--curriculum-steps"),
+    (["--data", "nlvr2", "--data-dir", ".", "--curriculum-steps", "10"], "--curriculum-steps"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -162,6 +165,21 @@ def test_rows_without_a_distilled_student_draw_no_attention(rows, tmp_path):
                 "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--progress", "false",
                 "--speed", "false"])
     assert "| teacher |" in (out / "results.md").read_text() and not (out / "attention").exists()
+
+
+def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_image(tmp_path, monkeypatch):
+    seen = []
+    original = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda model, batch, *a, **k: (seen.append(batch["text_ids"]),
+                                                                             original(model, batch, *a, **k))[1])
+    train.main(["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "4",
+                "--curriculum-steps", "2", "--batch-size", "8", "--progress", "false", "--speed", "false",
+                "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    tokenizer = Tokenizer.load(str(tmp_path / "run" / "tokenizer.json"))
+    texts = [[tokenizer.decode(row) for row in batch.tolist()] for batch in seen]
+    assert len(texts) == 4
+    assert all(names_left_image_first(t) for batch in texts[:2] for t in batch)
+    assert not all(names_left_image_first(t) for batch in texts[2:] for t in batch)
 
 
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
