@@ -18,13 +18,16 @@ import torch
 from data import fit_images, make_batch
 
 
-def mean_std(values, seeds):
-    """'mean ± std' (sample std) of the values found; '(n=k)' when fewer than `seeds` were; '-' for none."""
+def mean_std(values, expected: int):
+    """'mean ± std' (sample std) of the values found; '-' for none; '(n=k)' when fewer than `expected`
+    were found (one value has no spread: just the value)."""
     if not values:
         return "-"
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}" + (f" (n={len(values)})" if len(values) < len(seeds) else "")
+    if len(values) == 1:
+        return f"{mean:.1f}" + (" (n=1)" if expected > 1 else " ± 0.0")
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.1f} ± {std:.1f}" + (f" (n={len(values)})" if len(values) < expected else "")
 
 
 def results_table(results, tasks, rows, seeds, speedups=None):
@@ -34,7 +37,7 @@ def results_table(results, tasks, rows, seeds, speedups=None):
 
     def cell(task, row, family=None):
         runs = [by[(task, row, s)] for s in seeds if (task, row, s) in by]
-        return mean_std([r["accuracy"] if family is None else r["per_family"][family] for r in runs], seeds)
+        return mean_std([r["accuracy"] if family is None else r["per_family"][family] for r in runs], len(seeds))
 
     speed_head = " | inference speed-up |" if speedups else " |"
     lines = [f"Test accuracy (%), mean ± std over seeds {', '.join(map(str, seeds))}.", "",
@@ -52,10 +55,36 @@ def results_table(results, tasks, rows, seeds, speedups=None):
     return "\n".join(lines) + "\n"
 
 
+# Settings that do not change what a run learns: folders that differ only in these can be merged.
+MERGEABLE = {"train": {"seeds", "jobs", "out_dir", "resume", "progress", "speed", "device", "compile", "log_every",
+                       "eval_batch_size"},
+             "data": {"cache_dir", "workers"}, "real_data": {"loader_workers"}}
+
+
+def experiment_settings(out_dir):
+    """The settings of config.json that change results: those every merged folder must share."""
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {out_dir}: no config.json; is it a folder that train.py wrote?")
+    with open(path) as f:
+        config = json.load(f)
+    return {part: {k: v for k, v in config.get(part, {}).items() if k not in ignored}
+            for part, ignored in MERGEABLE.items()}
+
+
 def read_results(out_dirs):
-    """The test results of every finished fine-tuning run (runs/*.json) under the given --out-dir folders."""
+    """The test results of every finished fine-tuning run (runs/*.json) under the given --out-dir folders,
+    which must have been trained with the same settings (seeds and the like apart)."""
     results, found_in = [], {}
+    settings = experiment_settings(out_dirs[0])
     for out_dir in out_dirs:
+        other = experiment_settings(out_dir)
+        for part in settings:
+            differ = sorted(k for k in settings[part].keys() | other[part].keys()
+                            if settings[part].get(k) != other[part].get(k))
+            if differ:
+                raise SystemExit(f"error: {out_dirs[0]} and {out_dir} were trained with different settings: "
+                                 f"{', '.join('--' + k.replace('_', '-') for k in differ)}")
         paths = sorted(glob.glob(os.path.join(out_dir, "runs", "*.json")))
         if not paths:
             raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")
@@ -69,6 +98,8 @@ def read_results(out_dirs):
                 raise SystemExit(f"error: run {result['run']} is in both {found_in[key]} and {out_dir}")
             found_in[key] = out_dir
             results.append(result)
+    if not results:
+        raise SystemExit(f"error: {', '.join(out_dirs)}: no finished fine-tuning run, only pre-training")
     return results
 
 

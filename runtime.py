@@ -1,5 +1,5 @@
 """Where a training process runs: its device and dtype, its place among several processes,
-and a clean stop on Ctrl-C.
+and a clean stop on Ctrl-C; and `run_processes`, which runs several training programs at once.
 
 Under `torchrun` every process runs train.py; `setup_distributed` joins them into one
 process group (NCCL on GPUs, gloo on CPUs), and each takes its share of every global batch
@@ -9,7 +9,9 @@ process group (NCCL on GPUs, gloo on CPUs), and each takes its share of every gl
 import datetime
 import os
 import signal
+import subprocess
 import threading
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -103,3 +105,39 @@ class StopRequest:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_processes(commands: dict, jobs: int, say) -> None:
+    """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file. Each runs in
+    a session of its own, so a terminal's Ctrl-C reaches only this process, which passes it on once:
+    the children finish their step, save and exit. SIGTERM and a failed child stop the others the
+    same way; a failure raises SystemExit naming its log."""
+    waiting, running = list(commands), {}       # running: name -> process
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                argv, log = commands[name]
+                with open(log, "w") as f:
+                    running[name] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                say(f"{name}: started, log in {log}")
+            time.sleep(1)
+            for name, process in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode != 0:
+                    raise SystemExit(f"error: {name} failed (exit code {process.returncode}); its log: {commands[name][1]}")
+                say(f"{name}: finished")
+    finally:
+        for process in running.values():        # Ctrl-C, SIGTERM or a failure: the others save and exit
+            process.send_signal(signal.SIGINT)
+        for process in running.values():
+            process.wait()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -28,15 +28,12 @@ results.md and attention/*.png.
 import argparse
 import dataclasses
 import os
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, setup_distributed
+from runtime import Runtime, run_processes, setup_distributed
 from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, write_json
 from config import add_flags, given_values
 from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark,
@@ -144,6 +141,8 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if not 0 <= cfg.curriculum_steps < cfg.steps:
         raise ValueError(f"--curriculum-steps must be in [0, --steps), got {cfg.curriculum_steps}")
+    if cfg.curriculum_steps and "reasoning" not in split_list(cfg.tasks):
+        raise ValueError("--curriculum-steps orders the reasoning task's statements; --tasks has no reasoning")
     for name in ("pretrain_steps", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)}")
@@ -257,6 +256,9 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
         if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (README, "Reasoning")
             keep = torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
+            if keep.sum() < cfg.batch_size:
+                raise SystemExit(f"error: --curriculum-steps: only {int(keep.sum())} training statements name the "
+                                 f"left image first, fewer than --batch-size {cfg.batch_size}")
             first = TaskBatches(train.select(keep), cfg.batch_size, seed, device, model.config.image_size)
             batches = CurriculumBatches(first, batches, cfg.curriculum_steps)
     weights = row_weights(row, cfg)
@@ -302,38 +304,14 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     return bench
 
 
-def train_seeds_in_parallel(argv, seeds, jobs, out_dir, say):
-    """Run `python train.py <argv> --seeds s` for every seed, `jobs` processes at a time, into the same
-    --out-dir: runs and checkpoints carry the seed in their names, and each process logs to
-    logs/seed{s}.log. The caller then finds every run finished and only builds the table."""
+def seed_commands(argv, seeds, out_dir) -> dict:
+    """`python train.py <argv> --seeds s` for each seed, into the same --out-dir (runs and checkpoints
+    carry the seed in their names), each logging to logs/seed{s}.log; for run_processes."""
     os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
-    waiting, running = list(seeds), {}          # running: seed -> (process, log path)
-    failed = None
-    try:
-        while (waiting or running) and failed is None:
-            while waiting and len(running) < jobs:
-                seed = waiting.pop(0)
-                log = os.path.join(out_dir, "logs", f"seed{seed}.log")
-                command = [sys.executable, os.path.abspath(__file__), *argv,
-                           "--seeds", str(seed), "--jobs", "1", "--speed", "false", "--progress", "false"]
-                with open(log, "w") as f:
-                    running[seed] = (subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT), log)
-                say(f"seed {seed}: started, log in {log}")
-            time.sleep(1)
-            for seed, (process, log) in list(running.items()):
-                if process.poll() is not None:
-                    del running[seed]
-                    if process.returncode != 0:
-                        failed = f"error: seed {seed} failed (exit code {process.returncode}); its log: {log}"
-                    else:
-                        say(f"seed {seed}: finished")
-        if failed:                              # stop the others as Ctrl-C would: they save and exit
-            for process, _ in running.values():
-                process.send_signal(signal.SIGINT)
-            raise SystemExit(failed)
-    finally:                                    # Ctrl-C reached the children too: let them save first
-        for process, _ in running.values():
-            process.wait()
+    return {f"seed {seed}": ([sys.executable, os.path.abspath(__file__), *argv, "--seeds", str(seed), "--jobs", "1",
+                              "--speed", "false", "--progress", "false"],
+                             os.path.join(out_dir, "logs", f"seed{seed}.log"))
+            for seed in seeds}
 
 
 def main(argv=None):
@@ -358,8 +336,10 @@ def main(argv=None):
     if cfg.jobs > 1 and len(seeds) > 1:
         if world > 1:
             raise SystemExit("error: --jobs starts its own processes, one per seed; not under torchrun")
-        train_seeds_in_parallel(sys.argv[1:] if argv is None else argv, seeds, cfg.jobs, cfg.out_dir, rt.say)
-        write_json(os.path.join(cfg.out_dir, "config.json"), config)   # each seed's process wrote its own
+        try:
+            run_processes(seed_commands(sys.argv[1:] if argv is None else argv, seeds, cfg.out_dir), cfg.jobs, rt.say)
+        finally:
+            write_json(os.path.join(cfg.out_dir, "config.json"), config)   # each seed's process wrote its own
         cfg = dataclasses.replace(cfg, resume=True)   # the loop below reads back the runs they finished
 
     distilled = [row for row in rows if row_weights(row, cfg) is not None]

@@ -106,7 +106,11 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        batches.load_state_dict(state["batches"])
+        try:
+            batches.load_state_dict(state["batches"])
+        except KeyError:   # e.g. the curriculum's batch order against a plain one
+            raise SystemExit(f"error: {last_path} was saved with another batch order (--curriculum-steps "
+                             f"changed?); use another --out-dir, or --resume false") from None
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -12,8 +12,10 @@ def result(task, row, seed, accuracy, families=None):
             "per_family": families or {"F1": accuracy}}
 
 
-def write_runs(folder, results):
+def write_runs(folder, results, size="small", seeds="0"):
     (folder / "runs").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": {"size": size, "seeds": seeds, "steps": 6000},
+                                                    "data": {"cache_dir": str(folder)}, "real_data": {}}))
     for r in results:
         (folder / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
     (folder / "runs" / "pretrain-teacher-seed0.json").write_text(json.dumps({"checkpoint": "x.pt", "val": 60.0}))
@@ -24,13 +26,15 @@ def test_cells_are_mean_and_sample_std_over_seeds_and_say_when_runs_are_missing(
     table = report.results_table(results, ["vqa", "entailment"], ["teacher", "dual"], [0, 1])
     # mean 72, sample std sqrt(((70-72)^2 + (74-72)^2) / 1) = 2.83
     assert "| teacher | 72.0 ± 2.8 | - |" in table
-    assert "| dual | 61.0 ± 0.0 (n=1) | - |" in table
-    assert "| F1 | 72.0 ± 2.8 | 61.0 ± 0.0 (n=1) |" in table
+    assert "| dual | 61.0 (n=1) | - |" in table
+    assert "| F1 | 72.0 ± 2.8 | 61.0 (n=1) |" in table
+    assert "| teacher | 70.0 ± 0.0 |" in report.results_table(results, ["vqa"], ["teacher"], [0])   # one seed asked
 
 
 def test_the_program_merges_seeds_from_several_folders(tmp_path, capsys):
     write_runs(tmp_path / "a", [result("reasoning", "dual", 0, 50.0), result("reasoning", "teacher", 0, 90.0)])
-    write_runs(tmp_path / "b", [result("reasoning", "dual", 1, 54.0), result("reasoning", "teacher", 1, 92.0)])
+    write_runs(tmp_path / "b", [result("reasoning", "dual", 1, 54.0), result("reasoning", "teacher", 1, 92.0)],
+               seeds="1")   # seeds and the cache folder may differ
     table = report.main([str(tmp_path / "a"), str(tmp_path / "b")])
     assert "over seeds 0, 1." in table
     lines = table.splitlines()
@@ -38,10 +42,16 @@ def test_the_program_merges_seeds_from_several_folders(tmp_path, capsys):
     assert table in capsys.readouterr().out
 
 
-def test_the_program_refuses_a_run_found_twice_and_a_folder_without_runs(tmp_path):
+def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_without_runs(tmp_path):
     write_runs(tmp_path / "a", [result("vqa", "dual", 0, 50.0)])
     write_runs(tmp_path / "b", [result("vqa", "dual", 0, 51.0)])
     with pytest.raises(SystemExit, match="vqa-dual-seed0 is in both"):
         report.main([str(tmp_path / "a"), str(tmp_path / "b")])
-    with pytest.raises(SystemExit, match="no finished runs"):
+    with pytest.raises(SystemExit, match="no config.json"):
         report.main([str(tmp_path / "empty")])
+    write_runs(tmp_path / "c", [result("vqa", "dual", 1, 51.0)], size="tiny")
+    with pytest.raises(SystemExit, match="different settings: --size"):
+        report.main([str(tmp_path / "a"), str(tmp_path / "c")])
+    write_runs(tmp_path / "d", [])
+    with pytest.raises(SystemExit, match="only pre-training"):
+        report.main([str(tmp_path / "d")])

@@ -12,7 +12,7 @@ import train
 import trainer
 from data import Tokenizer, names_left_image_first
 from distill import ground_truth_loss
-from runtime import Runtime, shard
+from runtime import Runtime, run_processes, shard
 from model import DualEncoder, model_config
 from teacher import FusionEncoder
 
@@ -99,6 +99,7 @@ def test_help_lists_every_field():
     (["--tasks", "vqa,reasoning", "--families", "A4_count_control"], "no family"),
     (["--data", "nlvr2", "--data-dir", ".", "--vqa-predict", "test-dev"], "--vqa-predict"),
     (["--steps", "100", "--curriculum-steps", "100"], "--curriculum-steps"),
+    (["--tasks", "vqa", "--curriculum-steps", "10"], "--curriculum-steps"),
     (["--data", "nlvr2", "--data-dir", ".", "--curriculum-steps", "10"], "--curriculum-steps"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
@@ -180,6 +181,21 @@ def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_ima
     assert len(texts) == 4
     assert all(names_left_image_first(t) for batch in texts[:2] for t in batch)
     assert not all(names_left_image_first(t) for batch in texts[2:] for t in batch)
+
+
+def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
+    common = ["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
+              "--batch-size", "8", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
+              "--cache-dir", str(tmp_path / "cache")]
+    original_fit = train.fit
+    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": 3})
+    try:
+        with pytest.raises(SystemExit, match="stopped after step 3"):
+            train.main(common)
+    finally:
+        train.fit = original_fit
+    with pytest.raises(SystemExit, match="--curriculum-steps"):
+        train.main(common + ["--curriculum-steps", "2"])
 
 
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
@@ -273,9 +289,17 @@ def test_jobs_trains_seeds_in_parallel_processes_with_the_weights_of_one_process
 
 
 def test_a_failed_seed_process_stops_the_others_and_names_its_log(tmp_path):
-    with pytest.raises(SystemExit, match=r"seed \d failed \(exit code 2\); its log: .*seed\d\.log"):
-        train.train_seeds_in_parallel(["--size", "tiny", "--steps", "0"], [0, 1], 2, str(tmp_path), print)
-    assert "--steps" in (tmp_path / "logs" / "seed0.log").read_text()
+    """Seed 0 cannot resume (its checkpoint is garbage); seed 1, set for 100,000 steps, is stopped as by
+    Ctrl-C instead of running on, and the error names seed 0's log."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "entailment-dual-seed0-last.pt").write_bytes(b"not a checkpoint")
+    argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "100000",
+            "--log-every", "5", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    with pytest.raises(SystemExit, match=r"seed 0 failed \(exit code 1\); its log: .*seed0\.log"):
+        run_processes(train.seed_commands(argv, [0, 1], str(out)), 2, print)
+    assert "seed0-last.pt" in (out / "logs" / "seed0.log").read_text()
+    assert "test accuracy" not in (out / "logs" / "seed1.log").read_text()
 
 
 def test_shards_of_all_processes_partition_the_global_batch():
