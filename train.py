@@ -88,6 +88,7 @@ class TrainConfig:
     resume: bool = True                  # continue what --out-dir holds: skip finished runs, resume a stopped one
     progress: bool = True                # tqdm progress bars
     speed: bool = True                   # add bench.py's inference speed-up column to the table
+    attention_figures: bool = True       # save teacher vs student attention heat maps (attention/*.png) for the first seed
 
 
 # Presets applied by --size before explicit flags: `tiny` runs end to end on a CPU in minutes.
@@ -309,7 +310,8 @@ def seed_commands(argv, seeds, out_dir) -> dict:
     carry the seed in their names), each logging to logs/seed{s}.log; for run_processes."""
     os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
     return {f"seed {seed}": ([sys.executable, os.path.abspath(__file__), *argv, "--seeds", str(seed), "--jobs", "1",
-                              "--speed", "false", "--progress", "false"],
+                              "--speed", "false", "--progress", "false",
+                              "--attention-figures", "false"],   # drawn once, by the parent
                              os.path.join(out_dir, "logs", f"seed{seed}.log"))
             for seed in seeds}
 
@@ -366,7 +368,8 @@ def main(argv=None):
             for row in rows:
                 if row != "teacher":
                     results.append(finetune(row, task, seed, bench, cfg, rt, student_init.get(row), teacher))
-            if rt.main and teacher is not None and distilled and seed == seeds[0] and not real_cfg.real:
+            if (rt.main and cfg.attention_figures and teacher is not None and distilled and seed == seeds[0]
+                    and not real_cfg.real):
                 draw_attention(teacher, results[-1], task, bench, cfg, device)
 
     if not rt.main:

@@ -198,6 +198,15 @@ def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
         train.main(common + ["--curriculum-steps", "2"])
 
 
+@pytest.mark.parametrize("figures", ["true", "false"])
+def test_attention_figures_flag(figures, tmp_path):
+    out = tmp_path / "run"
+    train.main(["--size", "tiny", "--tasks", "entailment", "--rows", "soft", "--pretrain-steps", "0", "--steps", "2",
+                "--attention-figures", figures, "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                "--progress", "false", "--speed", "false"])
+    assert len(list((out / "attention").glob("*.png"))) == (3 if figures == "true" else 0)
+
+
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
     """Stop a run after 7 of 12 steps, run the same command again: the weights equal an uninterrupted run's."""
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
