@@ -331,18 +331,21 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    bench = load_data(cfg, data_cfg, real_cfg, rt)
-    if rt.main:
-        bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
     if cfg.jobs > 1 and len(seeds) > 1:
         if world > 1:
             raise SystemExit("error: --jobs starts its own processes, one per seed; not under torchrun")
+        if not real_cfg.real:   # render and cache the benchmark once, on the CPU, before the seeds' processes read it
+            build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress)
         try:
             run_processes(seed_commands(sys.argv[1:] if argv is None else argv, seeds, cfg.out_dir), cfg.jobs, rt.say)
         finally:
             write_json(os.path.join(cfg.out_dir, "config.json"), config)   # each seed's process wrote its own
         cfg = dataclasses.replace(cfg, resume=True)   # the loop below reads back the runs they finished
+
+    bench = load_data(cfg, data_cfg, real_cfg, rt)
+    if rt.main:
+        bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
 
     distilled = [row for row in rows if row_weights(row, cfg) is not None]
     results = []
