@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from data import fit_images, make_batch
+from data import TASKS, fit_images, make_batch
 
 
 def mean_std(values, expected: int):
@@ -62,14 +62,14 @@ MERGEABLE = {"train": {"seeds", "jobs", "out_dir", "resume", "progress", "speed"
 
 
 def experiment_settings(out_dir):
-    """The settings of config.json that change results: those every merged folder must share."""
+    """The settings of config.json that change results, {(part, name): value}: every merged folder shares them."""
     path = os.path.join(out_dir, "config.json")
     if not os.path.exists(path):
         raise SystemExit(f"error: {out_dir}: no config.json; is it a folder that train.py wrote?")
     with open(path) as f:
         config = json.load(f)
-    return {part: {k: v for k, v in config.get(part, {}).items() if k not in ignored}
-            for part, ignored in MERGEABLE.items()}
+    return {(part, k): v for part, ignored in MERGEABLE.items() for k, v in config.get(part, {}).items()
+            if k not in ignored}
 
 
 def read_results(out_dirs):
@@ -79,12 +79,11 @@ def read_results(out_dirs):
     settings = experiment_settings(out_dirs[0])
     for out_dir in out_dirs:
         other = experiment_settings(out_dir)
-        for part in settings:
-            differ = sorted(k for k in settings[part].keys() | other[part].keys()
-                            if settings[part].get(k) != other[part].get(k))
-            if differ:
-                raise SystemExit(f"error: {out_dirs[0]} and {out_dir} were trained with different settings: "
-                                 f"{', '.join('--' + k.replace('_', '-') for k in differ)}")
+        differ = sorted(name for part, name in settings.keys() | other.keys()
+                        if settings.get((part, name)) != other.get((part, name)))
+        if differ:
+            raise SystemExit(f"error: {out_dirs[0]} and {out_dir} were trained with different settings: "
+                             f"{', '.join('--' + k.replace('_', '-') for k in differ)}")
         paths = sorted(glob.glob(os.path.join(out_dir, "runs", "*.json")))
         if not paths:
             raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")
@@ -130,7 +129,6 @@ def inference_speedups(cfg, bench, device):
 
 def main(argv=None):
     """The table of finished runs, from one or more --out-dir folders (e.g. seeds trained on different machines)."""
-    from data import TASKS
     from train import ROWS
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out_dirs", nargs="+", help="folders that train.py wrote (their runs/*.json are read)")

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from runtime import Runtime, run_processes, setup_distributed
-from checkpoint import MetricsLog, finished_run, load_checkpoint, prepare_out_dir, record_run, write_json
+from checkpoint import (MetricsLog, atomic_write, finished_run, load_checkpoint, prepare_out_dir, record_run,
+                        write_json)
 from config import add_flags, given_values
 from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark,
                   names_left_image_first)
@@ -257,8 +258,8 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
         if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (README, "Reasoning")
             keep = torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
-            if keep.sum() < cfg.batch_size:
-                raise SystemExit(f"error: --curriculum-steps: only {int(keep.sum())} training statements name the "
+            if (left_first := int(keep.sum())) < cfg.batch_size:
+                raise SystemExit(f"error: --curriculum-steps: only {left_first} training statements name the "
                                  f"left image first, fewer than --batch-size {cfg.batch_size}")
             first = TaskBatches(train.select(keep), cfg.batch_size, seed, device, model.config.image_size)
             batches = CurriculumBatches(first, batches, cfg.curriculum_steps)
@@ -320,7 +321,8 @@ def main(argv=None):
     cfg, data_cfg, real_cfg = parse_args(argv)
     rank, world, device = setup_distributed(cfg)
     tasks, rows, seeds = split_list(cfg.tasks), split_list(cfg.rows), [int(s) for s in split_list(cfg.seeds)]
-    command = "python " + " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python " + " ".join([os.path.basename(sys.argv[0])] + argv)
     config = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
               "real_data": dataclasses.asdict(real_cfg), "command": command}
     if rank == 0:
@@ -338,7 +340,7 @@ def main(argv=None):
         if not real_cfg.real:   # render and cache the benchmark once, on the CPU, before the seeds' processes read it
             build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress)
         try:
-            run_processes(seed_commands(sys.argv[1:] if argv is None else argv, seeds, cfg.out_dir), cfg.jobs, rt.say)
+            run_processes(seed_commands(argv, seeds, cfg.out_dir), cfg.jobs, rt.say)
         finally:
             write_json(os.path.join(cfg.out_dir, "config.json"), config)   # each seed's process wrote its own
         cfg = dataclasses.replace(cfg, resume=True)   # the loop below reads back the runs they finished
@@ -380,8 +382,8 @@ def main(argv=None):
     speedups = inference_speedups(cfg, bench, device) if cfg.speed else None
     table = results_table(results, tasks, rows, seeds, speedups)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    with open(os.path.join(cfg.out_dir, "results.md"), "w") as f:
-        f.write(f"# Results\n\nCommand: `{command}`  \nDevice: {device_name} x {world}\n\n{table}")
+    results_md = f"# Results\n\nCommand: `{command}`  \nDevice: {device_name} x {world}\n\n{table}"
+    atomic_write(os.path.join(cfg.out_dir, "results.md"), lambda f: f.write(results_md.encode()))
     write_json(os.path.join(cfg.out_dir, "results.json"), results)
     print("\n" + table)
     return results

@@ -183,17 +183,22 @@ def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_ima
     assert not all(names_left_image_first(t) for batch in texts[2:] for t in batch)
 
 
+def stop_after(step, argv):
+    """Run `train.main(argv)` as if killed after `step` steps of its first run (fit's stop_after)."""
+    original_fit = train.fit
+    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": step})
+    try:
+        with pytest.raises(SystemExit, match=f"stopped after step {step}"):
+            train.main(argv)
+    finally:
+        train.fit = original_fit
+
+
 def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
     common = ["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
               "--batch-size", "8", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
               "--cache-dir", str(tmp_path / "cache")]
-    original_fit = train.fit
-    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": 3})
-    try:
-        with pytest.raises(SystemExit, match="stopped after step 3"):
-            train.main(common)
-    finally:
-        train.fit = original_fit
+    stop_after(3, common)
     with pytest.raises(SystemExit, match="--curriculum-steps"):
         train.main(common + ["--curriculum-steps", "2"])
 
@@ -213,13 +218,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
               "--eval-every", "5", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train.main(common + ["--out-dir", str(whole)])
-    original_fit = train.fit
-    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": 7})
-    try:
-        with pytest.raises(SystemExit, match="stopped after step 7"):
-            train.main(common + ["--out-dir", str(parts)])
-    finally:
-        train.fit = original_fit
+    stop_after(7, common + ["--out-dir", str(parts)])
     assert not (parts / "runs").exists()
     train.main(common + ["--out-dir", str(parts)])
     a = torch.load(whole / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
