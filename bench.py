@@ -14,7 +14,9 @@ Inference regimes (one image per example, the VQA / entailment shape):
   per-image    Q questions per image, everything counted (VQA v2: about 5.4)
   retrieval    N images x M texts: the teacher runs N*M joint passes (timed on batches, then
                scaled), the student N + M encodings and N*M fusion heads
-Training rows: the teacher, and the student with ground truth, soft labels, soft labels + attention.
+Training rows: the teacher, and the student with ground truth, soft labels, soft labels + attention;
+and the ground-truth student again with each batch drawn from a benchmark held on the device, as
+train.py draws it: the ratio of the two is what data costs a step (about 1.00: the GPU never waits).
 """
 
 import argparse
@@ -31,6 +33,7 @@ from distill import DistillWeights
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from config import add_flags, given_values
+from data import DATA_SIZES, DataConfig, TaskBatches, TaskSplit
 from runtime import autocast_for, resolve_device
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
@@ -112,6 +115,22 @@ def random_batch(cfg, B, text_len, device, num_images=1):
             "text_ids": text_ids, "text_mask": torch.ones(B, text_len, dtype=torch.bool, device=device),
             "labels": torch.randint(0, 3, (B,), device=device),
             "vqa_scores": (torch.rand(B, cfg.num_answers, device=device) > 0.9).float()}
+
+
+def resident_split(mcfg, cfg, device):
+    """Random entailment examples held on the device the way train.py holds the benchmark: uint8
+    images at the benchmark's resolution (the model's input size is reached per batch, as in training),
+    token ids and labels. Enough examples for a few fresh batches before an epoch repeats."""
+    side = DataConfig(**DATA_SIZES.get(cfg.size, DATA_SIZES["small"])).image_size
+    examples = max(4096, 4 * cfg.batch_size)
+    g = torch.Generator().manual_seed(0)
+    split = TaskSplit("entailment",
+                      images=torch.randint(0, 256, (examples // 2, side, side, 3), dtype=torch.uint8, generator=g),
+                      image_index=torch.randint(0, examples // 2, (examples, 1), generator=g),      # (N, 1)
+                      text_ids=torch.randint(5, mcfg.vocab_size, (examples, cfg.text_len), generator=g),
+                      labels=torch.randint(0, 3, (examples,), generator=g),
+                      family=torch.zeros(examples, dtype=torch.long), family_names=["random"], texts=[""] * examples)
+    return split.to(device)
 
 
 def run(cfg: BenchConfig):
@@ -205,13 +224,18 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
         ("train student, soft labels + attention", DualEncoder(mcfg).to(device),
          DistillWeights(soft_label=1.0, attention=1.0), 3 * student_flops + flops["teacher"]),
     ]
+    # the same ground-truth step, its batch drawn each time from the benchmark on the device (data.TaskBatches)
+    benchmark = TaskBatches(resident_split(mcfg, cfg, device), cfg.batch_size, 0, device, mcfg.image_size)
+    variants.append(("train student, ground truth, benchmark batches", DualEncoder(mcfg).to(device), None,
+                     3 * student_flops))
     for name, model, weights, step_flops in variants:
         optimizer = make_optimizer(model, tcfg, device)
         schedule = make_schedule(optimizer, tcfg, steps=cfg.warmup + cfg.repeats)   # the rate does not change a step's time
         stepper = torch.compile(model) if cfg.compile else model
+        draw = benchmark.next if name.endswith("benchmark batches") else lambda: batch
 
         def step():
-            train_step(stepper, batch, task, optimizer, schedule, tcfg, device, teacher=frozen, weights=weights)
+            train_step(stepper, draw(), task, optimizer, schedule, tcfg, device, teacher=frozen, weights=weights)
         row(name, "teacher" if model is trainee_teacher else "student",
             measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
 
@@ -235,7 +259,9 @@ def markdown(rows, cfg, device, peak):
     ms = {r["row"]: r["ms"] for r in rows}
     if "train student, soft labels" in ms:
         ratio = ms["train student, soft labels + attention"] / ms["train student, soft labels"]
-        lines += ["", f"A soft labels + attention step costs {ratio:.2f}x a soft-labels step."]
+        data = ms["train student, ground truth, benchmark batches"] / ms["train student, ground truth"]
+        lines += ["", f"A soft labels + attention step costs {ratio:.2f}x a soft-labels step.",
+                  f"Drawing each batch from the benchmark on the {device.type} costs {data:.2f}x a step on a fixed batch."]
     return "\n".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import bench
 
 
@@ -11,8 +13,10 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
                        "--retrieval-images", "8", "--retrieval-texts", "8", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "| scratch | teacher |" in printed and "soft labels + attention" in printed
+    assert "Drawing each batch from the benchmark on the cpu costs" in printed
     names = {(r["row"], r["model"]) for r in rows}
     assert ("precomputed", "student") in names and ("retrieval", "student") in names
+    assert ("train student, ground truth, benchmark batches", "student") in names
     assert all(r["ms"] > 0 and r["gflops_per_sample"] > 0 for r in rows)
     assert json.loads(out.read_text())["rows"][0]["row"] == "scratch"
 
@@ -20,3 +24,14 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
 def test_flop_count_matches_a_hand_count():
     # one layer, width 4, ratio 4, 2 tokens: per token 2*(4+8)*16 = 384 FLOPs, so 768, plus 2*2*2*2*4 = 64 for attention
     assert bench.encoder_flops(1, 4, 4, 2) == 768 + 64
+
+
+def test_benchmark_batches_come_from_uint8_images_at_the_benchmarks_resolution():
+    # vilt-b32 reads the 64 px benchmark and resizes each batch to 384 px, as train.py does
+    mcfg = bench.model_config("vilt-b32", vocab_size=50, num_answers=4)
+    split = bench.resident_split(mcfg, bench.BenchConfig(size="vilt-b32", batch_size=8, text_len=6), torch.device("cpu"))
+    assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (64, 64, 3)
+    batches = bench.TaskBatches(split, 8, 0, torch.device("cpu"), mcfg.image_size)
+    first, second = batches.next(), batches.next()
+    assert first["images"].shape == (8, 1, 3, 384, 384) and first["text_ids"].shape == (8, 6)
+    assert not torch.equal(first["text_ids"], second["text_ids"])   # a fresh batch every step
