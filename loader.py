@@ -46,6 +46,7 @@ class RealDataConfig:
     val_examples: int = 2000       # validate during training on this many examples; the test split is whole
     loader_workers: int = 8        # DataLoader processes decoding images (0: in the training process)
     vqa_predict: str = ""          # VQA v2: also answer this split's questions (test-dev or test) for the server
+    vqa_train_val: bool = False    # VQA v2: also train on val2014, less a validation and a test subset (the server setting of ViLT and DiDE)
 
     @property
     def real(self) -> bool:
@@ -72,6 +73,8 @@ class RealDataConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.vqa_predict and (self.data != "vqav2" or self.vqa_predict not in ("test-dev", "test")):
             raise ValueError(f"--vqa-predict {self.vqa_predict}: only with --data vqav2, and test-dev or test")
+        if self.vqa_train_val and self.data != "vqav2":
+            raise ValueError("--vqa-train-val: only with --data vqav2")
         for name in ("image_side", "train_limit", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
@@ -290,7 +293,8 @@ def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_te
     Validation is a fixed random subset of `val_examples` of the official validation split. Where the
     test split is the same official split (VQA v2: the test server's splits have no answers, so we test
     on val2014), the validation subset is taken out of the test split: a model is never tested on the
-    examples that chose its checkpoint.
+    examples that chose its checkpoint. With `vqa_train_val`, the rest of val2014 trains (and gives
+    answers to the vocabulary) but for a second subset of `val_examples` kept for the test.
     """
     cfg.validate()
     task, names = cfg.task, SPLITS[cfg.data]
@@ -298,26 +302,28 @@ def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_te
     if cfg.data == "snli-ve" and cfg.image_dir:
         options["image_dir"] = cfg.image_dir
     train = read_split(cfg.data, cfg.data_dir, names["train"], **options)
+    shared = names["test"] == names["val"]          # VQA v2: both are val2014
+    held_out = read_split(cfg.data, cfg.data_dir, names["val"], **options)
+    test = held_out if shared else read_split(cfg.data, cfg.data_dir, names["test"], **options)
+    order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0)).tolist()
+    val = [held_out[i] for i in sorted(order[: cfg.val_examples])]
+    if shared and cfg.vqa_train_val:   # the server setting: val2014 trains too, but for two disjoint subsets
+        if len(held_out) <= 2 * cfg.val_examples:
+            raise DataError(f"--vqa-train-val: {names['val']} has {len(held_out)} questions, not more than twice "
+                            f"--val-examples {cfg.val_examples} (a validation and a test subset are kept out)")
+        test = [held_out[i] for i in sorted(order[cfg.val_examples: 2 * cfg.val_examples])]
+        train = train + [held_out[i] for i in sorted(order[2 * cfg.val_examples:])]
+    elif shared:                       # test on the rest of val2014: never on what chose the checkpoint
+        test = [held_out[i] for i in sorted(order[cfg.val_examples:])]
     if cfg.train_limit:
         train = train[: cfg.train_limit]
     answers = []
-    if task == "vqa":
+    if task == "vqa":   # the vocabulary: the training answers; evaluation keeps every question
         answers = build_answer_vocab([e["multiple_choice_answer"] for e in train], cfg.min_answer_count)
         if not answers:
             raise DataError(f"--min-answer-count {cfg.min_answer_count}: no training answer is that frequent")
         train = add_soft_targets(train, answers, drop_unanswerable=True)
-    shared = names["test"] == names["val"]          # VQA v2: both are val2014
-    held_out = read_split(cfg.data, cfg.data_dir, names["val"], **options)
-    test = held_out if shared else read_split(cfg.data, cfg.data_dir, names["test"], **options)
-    if task == "vqa":   # evaluation keeps every question, also those with no answer in the vocabulary
-        held_out = add_soft_targets(held_out, answers, drop_unanswerable=False)
-        test = held_out if shared else add_soft_targets(test, answers, drop_unanswerable=False)
-    val_index = sorted(torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))
-                       [: cfg.val_examples].tolist())
-    val = [held_out[i] for i in val_index]
-    if shared:
-        chosen = set(val_index)
-        test = [e for i, e in enumerate(held_out) if i not in chosen]
+        val, test = (add_soft_targets(x, answers, drop_unanswerable=False) for x in (val, test))
     tokenizer = (WordPieceTokenizer.load(cfg.vocab) if cfg.vocab
                  else Tokenizer.build(e[TEXT_FIELD[cfg.data]] for e in train))
     side = cfg.image_side or image_side
@@ -335,6 +341,8 @@ def describe(data: RealData) -> str:
     task = data.config.task
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in data.splits[task].items())
     extra = f", {len(data.answers):,} answers" if data.answers else ""
+    if data.config.vqa_train_val:
+        extra += "; training on train2014 and val2014, less the validation and test subsets"
     return (f"{data.config.data} from {data.config.data_dir}: {sizes} examples; "
             f"{len(data.tokenizer):,} tokens{extra}; images: shorter side {data.splits[task]['train'].image_side} px")
 

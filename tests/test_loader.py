@@ -33,8 +33,8 @@ def exported(data_cfg, tmp_path_factory):
 
 
 def real(exported, name, **overrides):
-    cfg = RealDataConfig(data=name, data_dir=str(exported / name), min_answer_count=1, val_examples=16,
-                         loader_workers=0, **overrides)
+    cfg = RealDataConfig(**{**dict(data=name, data_dir=str(exported / name), min_answer_count=1, val_examples=16,
+                                   loader_workers=0), **overrides})
     return load_real_data(cfg, image_side=32, patch_size=8, max_text_len=32)
 
 
@@ -196,3 +196,21 @@ def test_evaluation_shares_cover_the_split_once(exported):
     assert positions == list(range(len(split)))
     for mine, p in shares:
         assert mine.ids == [split.ids[i] for i in p.tolist()]
+
+
+def test_vqa_train_val_trains_on_val2014_but_never_on_validation_or_test(exported):
+    """The server setting: val2014 trains too, less two disjoint subsets; its answers join the vocabulary."""
+    plain = real(exported, "vqav2", val_examples=8)
+    both = real(exported, "vqav2", val_examples=8, vqa_train_val=True)
+    train, val, test = (set(both.splits["vqa"][s].ids) for s in ("train", "val", "test"))
+    with open(exported / "vqav2" / "v2_OpenEnded_mscoco_val2014_questions.json") as f:
+        val2014 = {q["question_id"] for q in json.load(f)["questions"]}
+    assert val == set(plain.splits["vqa"]["val"].ids)          # the same validation subset as without the flag
+    assert len(test) == 8 and not val & test and not (val | test) & train
+    assert train & val2014 == val2014 - val - test             # every other val2014 question trains
+    assert set(plain.answers) <= set(both.answers)
+    with pytest.raises(ValueError, match="--vqa-train-val"):
+        real(exported, "nlvr2", vqa_train_val=True)
+    with pytest.raises(DataError, match="not more than twice --val-examples"):
+        load_real_data(RealDataConfig(data="vqav2", data_dir=str(exported / "vqav2"), min_answer_count=1,
+                                      val_examples=10_000, vqa_train_val=True), 32, 8, 32)
