@@ -34,20 +34,25 @@ class DistillWeights:
     temperature: float = 1.0    # soft-label temperature T (the paper: 1)
 
 
-def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
-    """KL(teacher || student) of attention rows, summed over valid keys, averaged over valid rows.
+def kl_rows(teacher_log, student_log, key_mask):
+    """KL(teacher || student) of every attention row, summed over valid keys: (B, nh, Q).
 
         KL(p || q) = sum_j p_j (log p_j - log q_j)
 
-    teacher_log, student_log: (B, nh, Q, K) log-probabilities, -inf at padded keys.
-    key_mask: bool (B, K); query_mask: bool (B, Q). Padded keys are excluded with
-    torch.where rather than multiplied by zero: 0 * (-inf - -inf) would be NaN.
+    teacher_log, student_log: (B, nh, Q, K) log-probabilities, -inf at padded keys; key_mask: bool
+    (B, K). Padded keys are excluded with torch.where rather than multiplied by zero:
+    0 * (-inf - -inf) would be NaN.
     """
     valid_keys = key_mask[:, None, None, :]                                      # (B, 1, 1, K)
     pointwise = teacher_log.exp() * (teacher_log - student_log)                  # (B, nh, Q, K)
-    kl_rows = torch.where(valid_keys, pointwise, torch.zeros_like(pointwise)).sum(-1)   # (B, nh, Q)
-    rows = query_mask[:, None, :].expand_as(kl_rows)                             # (B, nh, Q)
-    return kl_rows[rows].mean()                                                  # mean over batch, heads, real queries
+    return torch.where(valid_keys, pointwise, torch.zeros_like(pointwise)).sum(-1)   # (B, nh, Q)
+
+
+def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
+    """KL(teacher || student) of attention rows, averaged over valid rows (query_mask: bool (B, Q))."""
+    kl = kl_rows(teacher_log, student_log, key_mask)                             # (B, nh, Q)
+    rows = query_mask[:, None, :].expand_as(kl)                                  # (B, nh, Q)
+    return kl[rows].mean()                                                       # mean over batch, heads, real queries
 
 
 def cross_modal_attention_loss(teacher: CrossModalAttention, student: CrossModalAttention, text_mask,

@@ -1,8 +1,10 @@
-"""Evaluation: accuracy on a whole split, overall and broken down.
+"""Evaluation: accuracy on a whole split, overall and broken down; and the cross-modal attention.
 
 The built-in benchmark reports accuracy per family of questions (which families the dual
 encoder solves and which need fusion). Real data sets report what their papers do:
 VQA v2 the VQA score per answer type, NLVR2 accuracy and consistency, SNLI-VE accuracy.
+`attention_agreement` says how diffuse the teacher's cross-modal attention is and how close a
+student's virtual attention comes to it, on test examples.
 """
 
 import os
@@ -11,16 +13,19 @@ import torch
 import torch.distributed as dist
 
 from data import fit_images, make_batch, vqa_accuracy
+from distill import kl_rows, student_cross_modal_attention
 from loader import RealSplit, eval_batches
 from metrics import nlvr2_consistency
 from realdata import write_vqa_results
 from runtime import autocast_for
+from teacher import teacher_cross_modal_attention
 
 
-def benchmark_batches(split, batch_size, device, image_size):
-    """The benchmark split in order, as batches with their positions in `batch["index"]`."""
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=device)
+def benchmark_batches(split, batch_size, device, image_size, limit=None):
+    """The benchmark split in order (its first `limit` examples), as batches with their positions in `batch["index"]`."""
+    end = len(split) if limit is None else min(limit, len(split))
+    for start in range(0, end, batch_size):
+        index = torch.arange(start, min(start + batch_size, end), device=device)
         yield {**fit_images(make_batch(split, index), image_size), "index": index}
 
 
@@ -73,6 +78,75 @@ def evaluate(model, split, task, cfg, rt):
         per_family = {name: 100 * correct[seen & (family == i)].mean().item()
                       for i, name in enumerate(split.family_names) if (seen & (family == i)).any()}
     return {"accuracy": 100 * correct[seen].mean().item(), "per_family": per_family}
+
+
+ATTENTION_EXAMPLES = 1024   # test examples that attention_agreement reads
+DIRECTIONS = ("text_to_image", "image_to_text")
+
+
+def entropy_rows(log_p, key_mask):
+    """Entropy in nats of every attention row over its valid keys: (B, nh, Q).
+
+        H(p) = - sum_j p_j log p_j
+
+    log_p: (B, nh, Q, K), -inf at padded keys (where p log p is taken as 0); key_mask: bool (B, K).
+    """
+    p_log_p = log_p.exp() * log_p                                                # (B, nh, Q, K)
+    return -torch.where(key_mask[:, None, None, :], p_log_p, torch.zeros_like(p_log_p)).sum(-1)
+
+
+@torch.no_grad()
+def attention_agreement(teacher, student, split, task, cfg, device, examples=ATTENTION_EXAMPLES):
+    """The teacher's last-layer cross-modal attention, and the student's virtual attention against it,
+    on the first `examples` of `split`. For each direction (text_to_image: each real word over the
+    image tokens; image_to_text: each image token over the real words):
+
+      teacher_entropy, student_entropy   the rows' mean entropy over the mean entropy of uniform rows,
+                                         log(valid keys): 1 is as diffuse as uniform, 0 all on one key
+      kl                                 KL(teacher || student) per row, averaged over rows, heads and
+                                         images: the attention loss term, on examples never trained on
+
+    `student` None: the teacher's entropies only. Does not change either model's train/eval mode.
+    """
+    if isinstance(split, RealSplit):
+        batches = eval_batches(split.subset(list(range(min(examples, len(split))))), cfg.eval_batch_size, device)
+    else:
+        batches = benchmark_batches(split, cfg.eval_batch_size, device, teacher.config.image_size, limit=examples)
+    models = [m for m in (teacher, student) if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    sums = {d: {"teacher": 0.0, "student": 0.0, "uniform": 0.0, "kl": 0.0, "rows": 0} for d in DIRECTIONS}
+    for batch in batches:
+        text_mask = batch["text_mask"]                                                     # bool (B, Lt)
+        with autocast_for(cfg, device):
+            fusion = teacher(batch, task, details_from=(-1,)).fusion
+            student_out = student(batch, task, details_from=(-1,)) if student is not None else None
+        for k, fused in enumerate(fusion):                                                 # one joint pass per image
+            image_mask = fused.mask[:, text_mask.shape[1]:]                                # bool (B, Nv)
+            maps = {"teacher": teacher_cross_modal_attention(fused, -1, text_mask)}
+            if student_out is not None:
+                maps["student"] = student_cross_modal_attention(student_out, -1, k, text_mask)
+            for direction, queries, keys in (("text_to_image", text_mask, image_mask),
+                                             ("image_to_text", image_mask, text_mask)):
+                log_p = {who: getattr(m, "log_" + direction) for who, m in maps.items()}   # (B, nh, Q, K) each
+                rows = queries[:, None, :].expand(log_p["teacher"].shape[:3])              # (B, nh, Q)
+                uniform = keys.sum(-1).float().log()[:, None, None].expand_as(rows)        # (B, nh, Q): log(valid keys)
+                total = sums[direction]
+                total["uniform"] += uniform[rows].sum().item()
+                total["rows"] += int(rows.sum())
+                for who, lp in log_p.items():
+                    total[who] += entropy_rows(lp, keys)[rows].sum().item()
+                if "student" in log_p:
+                    total["kl"] += kl_rows(log_p["teacher"], log_p["student"], keys)[rows].sum().item()
+    for m, mode in zip(models, modes):
+        m.train(mode)
+    report = {}
+    for direction, total in sums.items():
+        report[direction] = {"teacher_entropy": total["teacher"] / total["uniform"]}
+        if student is not None:
+            report[direction].update(student_entropy=total["student"] / total["uniform"], kl=total["kl"] / total["rows"])
+    return report
 
 
 @torch.no_grad()

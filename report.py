@@ -52,7 +52,31 @@ def results_table(results, tasks, rows, seeds, speedups=None):
                   "|---|" + "---|" * len(rows)]
         for family in families:
             lines.append(f"| {family} | " + " | ".join(cell(t, row, family) for row in rows) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + attention_table(results, tasks, rows)) + "\n"
+
+
+def attention_table(results, tasks, rows):
+    """Markdown lines: the teacher's cross-modal attention entropy and each student's KL from it
+    (evaluate.attention_agreement), text-to-image / image-to-text, mean over the seeds found."""
+    def mean_of(task, row, key):
+        found = [r["attention"] for r in results if r["task"] == task and r["row"] == row and "attention" in r]
+        if not found or key not in found[0]["text_to_image"]:
+            return "-"
+        means = [sum(a[d][key] for a in found) / len(found) for d in ("text_to_image", "image_to_text")]
+        return " / ".join(f"{m:.3f}" if key.endswith("entropy") else f"{m:.3g}" for m in means)
+
+    if not any("attention" in r for r in results):
+        return []
+    lines = ["", "Cross-modal attention on the first test examples, last layer, text-to-image / image-to-text.",
+             "The teacher's entropy over that of uniform attention (1: uniform, 0: one key per row); each",
+             "student's KL(teacher || student) per row (the attention loss term, on unseen examples).", "",
+             "| row | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    if "teacher" in rows:
+        lines.append("| teacher: entropy / uniform | " + " | ".join(mean_of(t, "teacher", "teacher_entropy")
+                                                                  for t in tasks) + " |")
+    lines += [f"| {row}: KL | " + " | ".join(mean_of(t, row, "kl") for t in tasks) + " |"
+              for row in rows if row != "teacher"]
+    return lines
 
 
 # Settings that do not change what a run learns: folders that differ only in these can be merged.

@@ -41,7 +41,7 @@ from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches,
                   names_left_image_first)
 from tasks import FAMILIES
 from distill import DistillWeights
-from evaluate import evaluate, evaluate_itm, predict_vqa
+from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
 from realdata import DataError
 from model import DualEncoder, model_config
@@ -271,6 +271,9 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, rt)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
+    if row == "teacher" or teacher is not None:   # how diffuse the teacher's attention is; how near the student comes
+        pair = (model, None) if row == "teacher" else (teacher, model)
+        result["attention"] = attention_agreement(*pair, test, task, cfg, device)
     if isinstance(bench, RealData) and bench.questions is not None:   # for the VQA evaluation server
         result["predictions"] = os.path.join(cfg.out_dir, "predictions", f"{name}-{bench.config.vqa_predict}.json")
         predict_vqa(model, bench.questions, bench.answers, cfg, rt, result["predictions"])

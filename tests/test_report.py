@@ -55,3 +55,15 @@ def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_withou
     write_runs(tmp_path / "d", [])
     with pytest.raises(SystemExit, match="only pre-training"):
         report.main([str(tmp_path / "d")])
+
+
+def test_the_attention_table_averages_seeds_and_marks_what_is_missing():
+    def attention(entropy, kl=None):
+        one = {"teacher_entropy": entropy, **({"kl": kl, "student_entropy": 0.5} if kl is not None else {})}
+        return {"text_to_image": one, "image_to_text": {k: v / 2 for k, v in one.items()}}
+    results = [{**result("vqa", "teacher", s, 70.0), "attention": attention(0.9 - 0.1 * s)} for s in (0, 1)]
+    results += [{**result("vqa", "dual", 0, 60.0), "attention": attention(0.9, kl=0.25)}]
+    table = report.results_table(results, ["vqa", "entailment"], ["teacher", "dual"], [0, 1])
+    assert "| teacher: entropy / uniform | 0.850 / 0.425 | - |" in table
+    assert "| dual: KL | 0.25 / 0.125 | - |" in table
+    assert "Cross-modal attention" not in report.results_table([result("vqa", "dual", 0, 60.0)], ["vqa"], ["dual"], [0])

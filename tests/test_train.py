@@ -153,6 +153,9 @@ def test_tiny_run_end_to_end(tmp_path):
     table = (out / "results.md").read_text()
     assert "| teacher |" in table and "| dual |" in table and "| pretrain+soft+attention |" in table
     assert "inference speed-up" in table
+    # every run reports the teacher's attention entropy; every student its KL from the teacher too
+    assert all(("kl" in r["attention"]["text_to_image"]) == (r["row"] != "teacher") for r in results)
+    assert "| teacher: entropy / uniform |" in table and "| pretrain+soft+attention: KL |" in table
     assert len(list((out / "attention").glob("*.png"))) == 3 * 3   # 3 examples for each task
     checkpoint = torch.load(out / "checkpoints" / "vqa-dual-seed0-best.pt", weights_only=True)
     assert checkpoint["model_config"]["n_embd"] == 32 and "tokenizer" in checkpoint

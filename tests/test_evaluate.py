@@ -1,0 +1,86 @@
+"""evaluate.attention_agreement: the teacher's attention entropy and a student's KL from it,
+against hand-written sums and the training loss, unchanged by padding and by batching."""
+
+import math
+
+import pytest
+import torch
+
+from data import Tokenizer, TaskSplit
+from distill import DistillWeights, dide_loss
+from evaluate import attention_agreement, entropy_rows
+from model import DualEncoder, model_config
+from teacher import FusionEncoder, freeze
+from train import TrainConfig
+
+CPU = torch.device("cpu")
+
+
+def test_entropy_rows_equals_a_hand_written_sum_over_valid_keys():
+    g = torch.Generator().manual_seed(0)
+    key_mask = torch.tensor([[True, True, True, False], [True, False, False, False]])     # (B, K)
+    scores = torch.randn(2, 3, 5, 4, generator=g).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    got = entropy_rows(scores.log_softmax(-1), key_mask)                                  # (B, nh, Q)
+    for b in range(2):
+        keys = [j for j in range(4) if key_mask[b, j]]
+        for h in range(3):
+            for q in range(5):
+                e = [math.exp(scores[b, h, q, j].item()) for j in keys]
+                p = [x / sum(e) for x in e]
+                assert got[b, h, q].item() == pytest.approx(-sum(x * math.log(x) for x in p), abs=1e-5)
+    assert torch.all(got[1] == 0)                                                         # one key: no uncertainty
+    uniform = torch.zeros(1, 1, 1, 4)
+    assert entropy_rows(uniform.log_softmax(-1), torch.ones(1, 4, dtype=torch.bool)).item() == pytest.approx(math.log(4))
+
+
+def split_and_models(task="entailment", n=10, seed=0, lengths=None):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    cfg = model_config("tiny", vocab_size=40, num_answers=6)
+    K, L = (2 if task == "reasoning" else 1), 9
+    lengths = torch.randint(1, L + 1, (n,), generator=g) if lengths is None else torch.tensor(lengths)
+    text_ids = torch.randint(5, 40, (n, L), generator=g) * (torch.arange(L)[None, :] < lengths[:, None])
+    split = TaskSplit(task, images=torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8, generator=g),
+                      image_index=torch.randint(0, 6, (n, K), generator=g), text_ids=text_ids,
+                      labels=torch.zeros(n, dtype=torch.long), family=torch.zeros(n, dtype=torch.long),
+                      family_names=["all"], texts=[""] * n)
+    return split, freeze(FusionEncoder(cfg)), DualEncoder(cfg)
+
+
+def test_the_kl_is_the_attention_loss_term_and_entropies_are_fractions_of_uniform():
+    split, teacher, student = split_and_models()
+    report = attention_agreement(teacher, student, split, "entailment", TrainConfig(size="tiny"), CPU)
+    batch = {"images": split.images[split.image_index].permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0,
+             "text_ids": split.text_ids, "text_mask": split.text_ids != Tokenizer.PAD, "labels": split.labels}
+    with torch.no_grad():
+        _, terms, _ = dide_loss(student, teacher, batch, "entailment", DistillWeights(soft_label=0.0))
+    total = report["text_to_image"]["kl"] + report["image_to_text"]["kl"]
+    assert total == pytest.approx(terms["attention"].item(), rel=1e-4) and total > 0
+    for direction in report.values():
+        assert 0 < direction["teacher_entropy"] <= 1 and 0 < direction["student_entropy"] <= 1
+
+
+@pytest.mark.parametrize("task", ["entailment", "reasoning"])
+def test_batching_and_text_padding_change_nothing(task):
+    split, teacher, student = split_and_models(task)
+    whole = attention_agreement(teacher, student, split, task, TrainConfig(size="tiny", eval_batch_size=64), CPU)
+    in_threes = attention_agreement(teacher, student, split, task, TrainConfig(size="tiny", eval_batch_size=3), CPU)
+    padded_ids = torch.cat([split.text_ids, torch.full((len(split), 4), Tokenizer.PAD)], dim=1)
+    padded = attention_agreement(teacher, student, TaskSplit(**{**split.__dict__, "text_ids": padded_ids}), task,
+                                 TrainConfig(size="tiny"), CPU)
+    for other in (in_threes, padded):
+        for direction, values in whole.items():
+            for key, value in values.items():
+                assert other[direction][key] == pytest.approx(value, rel=1e-4), (direction, key)
+
+
+def test_only_the_first_examples_are_read_and_modes_are_kept():
+    split, teacher, student = split_and_models(n=10)
+    cfg = TrainConfig(size="tiny")
+    first_four = attention_agreement(teacher, student, split, "entailment", cfg, CPU, examples=4)
+    cut = TaskSplit(**{**split.__dict__, "image_index": split.image_index[:4], "text_ids": split.text_ids[:4],
+                       "labels": split.labels[:4], "family": split.family[:4], "texts": split.texts[:4]})
+    assert first_four == attention_agreement(teacher, student, cut, "entailment", cfg, CPU)
+    assert student.training and not teacher.training
+    teacher_only = attention_agreement(teacher, None, split, "entailment", cfg, CPU)
+    assert set(teacher_only["text_to_image"]) == {"teacher_entropy"}
