@@ -16,7 +16,8 @@ Inference regimes (one image per example, the VQA / entailment shape):
                scaled), the student N + M encodings and N*M fusion heads
 Training rows: the teacher, and the student with ground truth, soft labels, soft labels + attention;
 and the ground-truth student again with each batch drawn from a benchmark held on the device, as
-train.py draws it: the ratio of the two is what data costs a step (about 1.00: the GPU never waits).
+train.py draws it: the ratio of the two is what data costs a step (near 1.00 would mean that the GPU
+never waits on data).
 """
 
 import argparse
@@ -125,9 +126,10 @@ def resident_split(mcfg, cfg, device):
     examples = max(4096, 4 * cfg.batch_size)
     g = torch.Generator().manual_seed(0)
     split = TaskSplit("entailment",
-                      images=torch.randint(0, 256, (examples // 2, side, side, 3), dtype=torch.uint8, generator=g),
+                      images=torch.randint(0, 256, (examples // 2, side, side, 3), dtype=torch.uint8,
+                                           generator=g),                                            # (N/2, H, W, 3)
                       image_index=torch.randint(0, examples // 2, (examples, 1), generator=g),      # (N, 1)
-                      text_ids=torch.randint(5, mcfg.vocab_size, (examples, cfg.text_len), generator=g),
+                      text_ids=torch.randint(5, mcfg.vocab_size, (examples, cfg.text_len), generator=g),  # (N, L)
                       labels=torch.randint(0, 3, (examples,), generator=g),
                       family=torch.zeros(examples, dtype=torch.long), family_names=["random"], texts=[""] * examples)
     return split.to(device)

@@ -46,7 +46,7 @@ class RealDataConfig:
     val_examples: int = 2000       # validate during training on this many examples; the test split is whole
     loader_workers: int = 8        # DataLoader processes decoding images (0: in the training process)
     vqa_predict: str = ""          # VQA v2: also answer this split's questions (test-dev or test) for the server
-    vqa_train_val: bool = False    # VQA v2: also train on val2014, less a validation and a test subset (the server setting of ViLT and DiDE)
+    vqa_train_val: bool = False    # VQA v2: train on val2014 too, less two held-out sets of images (as ViLT, for the server)
 
     @property
     def real(self) -> bool:
@@ -287,14 +287,37 @@ def make_split(cfg, task, name, examples, tokenizer, answers, image_side, patch_
                      cfg.loader_workers)
 
 
+def hold_out_images(examples: list[dict], questions: int, parts: int):
+    """`parts` disjoint held-out sets of whole images, drawn at random (seed 0), each with at least
+    `questions` questions, and the remaining examples: no held-out image has a question in the rest
+    (as ViLT holds out val2014 images, not questions). Each list keeps the file's order."""
+    images = sorted({e["image"] for e in examples})
+    order = [images[i] for i in torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).tolist()]
+    per_image = {}
+    for position, e in enumerate(examples):
+        per_image.setdefault(e["image"], []).append(position)
+    held, taken = [[] for _ in range(parts)], 0
+    for part in held:
+        while len(part) < questions and taken < len(order):
+            part += per_image[order[taken]]
+            taken += 1
+    if taken >= len(order):
+        raise DataError(f"--vqa-train-val: the validation split's {len(examples)} questions on {len(images)} images "
+                        f"leave none to train on after {parts} held-out sets of --val-examples {questions}")
+    kept = {i for part in held for i in part}
+    rest = [e for i, e in enumerate(examples) if i not in kept]
+    return [[examples[i] for i in sorted(part)] for part in held] + [rest]
+
+
 def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_text_len: int) -> RealData:
     """Read train / validation / test of one data set (realdata.SPLITS says which official split is which).
 
     Validation is a fixed random subset of `val_examples` of the official validation split. Where the
     test split is the same official split (VQA v2: the test server's splits have no answers, so we test
     on val2014), the validation subset is taken out of the test split: a model is never tested on the
-    examples that chose its checkpoint. With `vqa_train_val`, the rest of val2014 trains (and gives
-    answers to the vocabulary) but for a second subset of `val_examples` kept for the test.
+    examples that chose its checkpoint. With `vqa_train_val`, val2014 trains too (and gives answers to
+    the vocabulary), except two held-out sets of whole images, of about `val_examples` questions each:
+    one validates, the other tests.
     """
     cfg.validate()
     task, names = cfg.task, SPLITS[cfg.data]
@@ -302,21 +325,19 @@ def load_real_data(cfg: RealDataConfig, image_side: int, patch_size: int, max_te
     if cfg.data == "snli-ve" and cfg.image_dir:
         options["image_dir"] = cfg.image_dir
     train = read_split(cfg.data, cfg.data_dir, names["train"], **options)
+    if cfg.train_limit:
+        train = train[: cfg.train_limit]
     shared = names["test"] == names["val"]          # VQA v2: both are val2014
     held_out = read_split(cfg.data, cfg.data_dir, names["val"], **options)
     test = held_out if shared else read_split(cfg.data, cfg.data_dir, names["test"], **options)
-    order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0)).tolist()
-    val = [held_out[i] for i in sorted(order[: cfg.val_examples])]
-    if shared and cfg.vqa_train_val:   # the server setting: val2014 trains too, but for two disjoint subsets
-        if len(held_out) <= 2 * cfg.val_examples:
-            raise DataError(f"--vqa-train-val: {names['val']} has {len(held_out)} questions, not more than twice "
-                            f"--val-examples {cfg.val_examples} (a validation and a test subset are kept out)")
-        test = [held_out[i] for i in sorted(order[cfg.val_examples: 2 * cfg.val_examples])]
-        train = train + [held_out[i] for i in sorted(order[2 * cfg.val_examples:])]
-    elif shared:                       # test on the rest of val2014: never on what chose the checkpoint
-        test = [held_out[i] for i in sorted(order[cfg.val_examples:])]
-    if cfg.train_limit:
-        train = train[: cfg.train_limit]
+    if shared and cfg.vqa_train_val:   # the server setting: val2014 trains too, but for two disjoint sets of images
+        val, test, rest = hold_out_images(held_out, cfg.val_examples, parts=2)
+        train = train + rest
+    else:
+        order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0)).tolist()
+        val = [held_out[i] for i in sorted(order[: cfg.val_examples])]
+        if shared:                     # test on the rest of val2014: never on what chose the checkpoint
+            test = [held_out[i] for i in sorted(order[cfg.val_examples:])]
     answers = []
     if task == "vqa":   # the vocabulary: the training answers; evaluation keeps every question
         answers = build_answer_vocab([e["multiple_choice_answer"] for e in train], cfg.min_answer_count)
@@ -342,7 +363,7 @@ def describe(data: RealData) -> str:
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in data.splits[task].items())
     extra = f", {len(data.answers):,} answers" if data.answers else ""
     if data.config.vqa_train_val:
-        extra += "; training on train2014 and val2014, less the validation and test subsets"
+        extra += "; training on train2014 and val2014, less the validation and test images"
     return (f"{data.config.data} from {data.config.data_dir}: {sizes} examples; "
             f"{len(data.tokenizer):,} tokens{extra}; images: shorter side {data.splits[task]['train'].image_side} px")
 

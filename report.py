@@ -8,6 +8,7 @@ never change them. As a program, it prints the table of runs finished in one or 
 """
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -15,7 +16,8 @@ import os
 
 import torch
 
-from data import TASKS, fit_images, make_batch
+from data import TASKS, DataConfig, fit_images, make_batch
+from loader import RealDataConfig
 
 
 def mean_std(values, expected: int):
@@ -52,24 +54,28 @@ def results_table(results, tasks, rows, seeds, speedups=None):
                   "|---|" + "---|" * len(rows)]
         for family in families:
             lines.append(f"| {family} | " + " | ".join(cell(t, row, family) for row in rows) + " |")
-    return "\n".join(lines + attention_table(results, tasks, rows)) + "\n"
+    return "\n".join(lines + attention_table(results, tasks, rows, seeds)) + "\n"
 
 
-def attention_table(results, tasks, rows):
+def attention_table(results, tasks, rows, seeds):
     """Markdown lines: the teacher's cross-modal attention entropy and each student's KL from it
-    (evaluate.attention_agreement), text-to-image / image-to-text, mean over the seeds found."""
+    (evaluate.attention_agreement), text-to-image / image-to-text, mean over the seeds found
+    ('(n=k)' when runs without it, e.g. from older code, leave fewer seeds than asked)."""
     def mean_of(task, row, key):
-        found = [r["attention"] for r in results if r["task"] == task and r["row"] == row and "attention" in r]
+        found = [r["attention"] for r in results
+                 if r["task"] == task and r["row"] == row and r["seed"] in seeds and "attention" in r]
         if not found or key not in found[0]["text_to_image"]:
             return "-"
         means = [sum(a[d][key] for a in found) / len(found) for d in ("text_to_image", "image_to_text")]
-        return " / ".join(f"{m:.3f}" if key.endswith("entropy") else f"{m:.3g}" for m in means)
+        text = " / ".join(f"{m:.3f}" if key.endswith("entropy") else f"{m:.3g}" for m in means)
+        return text + (f" (n={len(found)})" if len(found) < len(seeds) else "")
 
     if not any("attention" in r for r in results):
         return []
     lines = ["", "Cross-modal attention on the first test examples, last layer, text-to-image / image-to-text.",
              "The teacher's entropy over that of uniform attention (1: uniform, 0: one key per row); each",
-             "student's KL(teacher || student) per row (the attention loss term, on unseen examples).", "",
+             "student's KL(teacher || student) per row, averaged over rows and images (the attention loss",
+             "term per image, on unseen examples).", "",
              "| row | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     if "teacher" in rows:
         lines.append("| teacher: entropy / uniform | " + " | ".join(mean_of(t, "teacher", "teacher_entropy")
@@ -92,8 +98,11 @@ def experiment_settings(out_dir):
         raise SystemExit(f"error: {out_dir}: no config.json; is it a folder that train.py wrote?")
     with open(path) as f:
         config = json.load(f)
-    return {(part, k): v for part, ignored in MERGEABLE.items() for k, v in config.get(part, {}).items()
-            if k not in ignored}
+    from train import TrainConfig   # here, not at the top: train.py imports this file
+    # a setting missing from an older config.json is a flag added since, which defaults to the old behaviour
+    defaults = {"train": TrainConfig(), "data": DataConfig(), "real_data": RealDataConfig()}
+    return {(part, f.name): config.get(part, {}).get(f.name, getattr(defaults[part], f.name))
+            for part, ignored in MERGEABLE.items() for f in dataclasses.fields(defaults[part]) if f.name not in ignored}
 
 
 def read_results(out_dirs):

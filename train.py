@@ -271,7 +271,8 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     model.load_state_dict(load_checkpoint(best_path)["model"])
     result = evaluate(model, test, task, cfg, rt)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
-    if row == "teacher" or teacher is not None:   # how diffuse the teacher's attention is; how near the student comes
+    # how diffuse the teacher's attention is, and how near the student's comes (one process is enough)
+    if rt.main and (row == "teacher" or teacher is not None):
         pair = (model, None) if row == "teacher" else (teacher, model)
         result["attention"] = attention_agreement(*pair, test, task, cfg, device)
     if isinstance(bench, RealData) and bench.questions is not None:   # for the VQA evaluation server

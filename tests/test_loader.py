@@ -198,19 +198,37 @@ def test_evaluation_shares_cover_the_split_once(exported):
         assert mine.ids == [split.ids[i] for i in p.tolist()]
 
 
-def test_vqa_train_val_trains_on_val2014_but_never_on_validation_or_test(exported):
-    """The server setting: val2014 trains too, less two disjoint subsets; its answers join the vocabulary."""
+def test_vqa_train_val_trains_on_val2014_but_never_on_validation_or_test_images(exported):
+    """The server setting: val2014 trains too, less two disjoint sets of whole images (one validates, one
+    tests); its answers join the vocabulary."""
     plain = real(exported, "vqav2", val_examples=8)
     both = real(exported, "vqav2", val_examples=8, vqa_train_val=True)
-    train, val, test = (set(both.splits["vqa"][s].ids) for s in ("train", "val", "test"))
+    splits = both.splits["vqa"]
+    ids = {name: set(splits[name].ids) for name in ("train", "val", "test")}
+    images = {name: {p for paths in splits[name].image_paths for p in paths} for name in ("train", "val", "test")}
     with open(exported / "vqav2" / "v2_OpenEnded_mscoco_val2014_questions.json") as f:
         val2014 = {q["question_id"] for q in json.load(f)["questions"]}
-    assert val == set(plain.splits["vqa"]["val"].ids)          # the same validation subset as without the flag
-    assert len(test) == 8 and not val & test and not (val | test) & train
-    assert train & val2014 == val2014 - val - test             # every other val2014 question trains
+    assert len(ids["val"]) >= 8 and len(ids["test"]) >= 8 and not ids["val"] & ids["test"]
+    assert not (images["val"] | images["test"]) & images["train"] and not images["val"] & images["test"]
+    assert ids["train"] & val2014 == val2014 - ids["val"] - ids["test"]   # every other val2014 question trains
     assert set(plain.answers) <= set(both.answers)
     with pytest.raises(ValueError, match="--vqa-train-val"):
         real(exported, "nlvr2", vqa_train_val=True)
-    with pytest.raises(DataError, match="not more than twice --val-examples"):
-        load_real_data(RealDataConfig(data="vqav2", data_dir=str(exported / "vqav2"), min_answer_count=1,
-                                      val_examples=10_000, vqa_train_val=True), 32, 8, 32)
+    with pytest.raises(DataError, match="leave none to train on"):
+        real(exported, "vqav2", val_examples=10_000, vqa_train_val=True)
+
+
+def test_attention_agreement_reads_photographs_too(exported):
+    """evaluate.attention_agreement on a real split: the first examples, through the DataLoader path."""
+    from evaluate import attention_agreement
+    from model import DualEncoder, model_config
+    from teacher import FusionEncoder, freeze
+    split = real(exported, "nlvr2").splits["reasoning"]["test"]
+    cfg = model_config("tiny", vocab_size=200, num_answers=4)
+    torch.manual_seed(0)
+    teacher, student = freeze(FusionEncoder(cfg)), DualEncoder(cfg)
+    train_cfg = train.TrainConfig(size="tiny", eval_batch_size=4)
+    report = attention_agreement(teacher, student, split, "reasoning", train_cfg, torch.device("cpu"), examples=6)
+    assert report == attention_agreement(teacher, student, split.subset(list(range(6))), "reasoning", train_cfg,
+                                         torch.device("cpu"))
+    assert all(0 < v["teacher_entropy"] <= 1 and v["kl"] > 0 for v in report.values())

@@ -12,10 +12,10 @@ def result(task, row, seed, accuracy, families=None):
             "per_family": families or {"F1": accuracy}}
 
 
-def write_runs(folder, results, size="small", seeds="0"):
+def write_runs(folder, results, size="small", seeds="0", real_data=None):
     (folder / "runs").mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"train": {"size": size, "seeds": seeds, "steps": 6000},
-                                                    "data": {"cache_dir": str(folder)}, "real_data": {}}))
+                                                    "data": {"cache_dir": str(folder)}, "real_data": real_data or {}}))
     for r in results:
         (folder / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
     (folder / "runs" / "pretrain-teacher-seed0.json").write_text(json.dumps({"checkpoint": "x.pt", "val": 60.0}))
@@ -52,6 +52,12 @@ def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_withou
     write_runs(tmp_path / "c", [result("vqa", "dual", 1, 51.0)], size="tiny")
     with pytest.raises(SystemExit, match="different settings: --size"):
         report.main([str(tmp_path / "a"), str(tmp_path / "c")])
+    # a config.json written before a flag existed holds that flag's default
+    write_runs(tmp_path / "e", [result("vqa", "dual", 2, 52.0)], real_data={"vqa_train_val": False})
+    assert "| dual | 51.0 ± 1.4 |" in report.main([str(tmp_path / "a"), str(tmp_path / "e")])
+    write_runs(tmp_path / "f", [result("vqa", "dual", 3, 52.0)], real_data={"vqa_train_val": True})
+    with pytest.raises(SystemExit, match="different settings: --vqa-train-val"):
+        report.main([str(tmp_path / "a"), str(tmp_path / "f")])
     write_runs(tmp_path / "d", [])
     with pytest.raises(SystemExit, match="only pre-training"):
         report.main([str(tmp_path / "d")])
@@ -65,5 +71,5 @@ def test_the_attention_table_averages_seeds_and_marks_what_is_missing():
     results += [{**result("vqa", "dual", 0, 60.0), "attention": attention(0.9, kl=0.25)}]
     table = report.results_table(results, ["vqa", "entailment"], ["teacher", "dual"], [0, 1])
     assert "| teacher: entropy / uniform | 0.850 / 0.425 | - |" in table
-    assert "| dual: KL | 0.25 / 0.125 | - |" in table
+    assert "| dual: KL | 0.25 / 0.125 (n=1) | - |" in table
     assert "Cross-modal attention" not in report.results_table([result("vqa", "dual", 0, 60.0)], ["vqa"], ["dual"], [0])
