@@ -29,17 +29,18 @@ TEXT_TYPE, IMAGE_TYPE, SECOND_IMAGE_TYPE = 0, 1, 2   # modality-type ids
 
 
 class MLMHead(nn.Module):
-    """ViLT's (BERT's) masked-word predictor: Linear -> GELU -> LayerNorm, then a score for every
-    word of the vocabulary: a dot product with its input embedding (tied weights) plus a bias."""
+    """ViLT's masked-word predictor: Linear -> GELU -> LayerNorm, then a linear decoder to a score
+    for every word of the vocabulary. As in ViLT's code, the decoder has weights of its own (BERT ties
+    them to the word embeddings; tied, our tiny teacher's pre-training learnt less: README, Results)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.transform = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.LayerNorm(cfg.n_embd))
-        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.decoder = nn.Linear(cfg.n_embd, cfg.vocab_size)
 
-    def forward(self, hidden, word_embeddings):
-        # hidden: (B, L, C) at the text positions; word_embeddings: (vocab, C)
-        return self.transform(hidden) @ word_embeddings.t() + self.bias                 # (B, L, vocab)
+    def forward(self, hidden):
+        # hidden: (B, L, C) at the text positions
+        return self.decoder(self.transform(hidden))                                      # (B, L, vocab)
 
 
 class FusionEncoder(nn.Module):
@@ -91,7 +92,7 @@ class FusionEncoder(nn.Module):
             return None
         masked_ids = batch["mlm_text_ids"]                                               # (B, L)
         fused = self.fuse(masked_ids, batch["mlm_text_mask"], batch["images"][:, 0])
-        return self.mlm_head(fused.hidden[:, :masked_ids.shape[1]], self.text_embed.token.weight)
+        return self.mlm_head(fused.hidden[:, :masked_ids.shape[1]])
 
 
 # -----------------------------------------------------------------------------
