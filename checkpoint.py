@@ -49,6 +49,19 @@ def load_checkpoint(path, expect=None, tokenizer=None):
     return state
 
 
+def load_weights(model, path, state=None, **expect):
+    """Load a checkpoint's weights into `model`; a file from another version of the code (parameters
+    missing or unexpected) is one line naming it, not a stack trace. Returns the checkpoint."""
+    state = state if state is not None else load_checkpoint(path, **expect)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise SystemExit(f"error: checkpoint {path} holds another version of {type(model).__name__} ({first}); "
+                         f"it was written by other code: use another --out-dir, or --resume false") from None
+    return state
+
+
 def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from runtime import Runtime, run_processes, setup_distributed
-from checkpoint import (MetricsLog, atomic_write, finished_run, load_checkpoint, prepare_out_dir, record_run,
+from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values
 from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark,
@@ -214,7 +214,7 @@ def new_model(kind, cfg: TrainConfig, bench, device, init_from=None):
                              max_text_len=bench.max_text_len)
     model = (FusionEncoder if kind == "teacher" else DualEncoder)(model_cfg).to(device)
     if init_from:
-        model.load_state_dict(load_checkpoint(init_from, expect=model_cfg, tokenizer=bench.tokenizer)["model"])
+        load_weights(model, init_from, expect=model_cfg, tokenizer=bench.tokenizer)
     return model
 
 
@@ -268,7 +268,7 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
                               cfg.steps, cfg, rt, bench, teacher if weights else None, weights,
                               attention_layers(cfg, model.config.n_layer))
     del batches   # its loader processes and pinned batches are not needed for testing
-    model.load_state_dict(load_checkpoint(best_path)["model"])
+    load_weights(model, best_path)
     result = evaluate(model, test, task, cfg, rt)
     result.update(val=best_val, run=name, task=task, row=row, seed=seed, checkpoint=best_path)
     # how diffuse the teacher's attention is, and how near the student's comes (one process is enough)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_weights, save_checkpoint
 from distill import dide_loss, ground_truth_loss
 from pretrain import masked_language_loss
 from runtime import Runtime, StopRequest, autocast_for, shard
@@ -102,8 +102,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 data_config=dataclasses.asdict(bench.config), tokenizer=bench.tokenizer.to_dict())
     best_val, start = -1.0, 1
     if cfg.resume and os.path.exists(last_path):
-        state = load_checkpoint(last_path, expect=model.config, tokenizer=bench.tokenizer)
-        model.load_state_dict(state["model"])
+        state = load_weights(model, last_path, expect=model.config, tokenizer=bench.tokenizer)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         try:

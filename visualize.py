@@ -73,7 +73,7 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
 
 
 def main():
-    from checkpoint import load_checkpoint
+    from checkpoint import load_checkpoint, load_weights
     from data import DataConfig, build_benchmark, fit_images, make_batch
     from model import DualEncoder, ModelConfig
     from teacher import FusionEncoder
@@ -86,12 +86,12 @@ def main():
     parser.add_argument("--examples", type=int, default=4)
     parser.add_argument("--out", default="attention")
     args = parser.parse_args()
-    load = lambda row: load_checkpoint(os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt"))
-    t_state, s_state = load("teacher"), load(args.row)
+    path = lambda row: os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt")
+    t_state, s_state = load_checkpoint(path("teacher")), load_checkpoint(path(args.row))
     teacher = FusionEncoder(ModelConfig(**t_state["model_config"]))
-    teacher.load_state_dict(t_state["model"])
+    load_weights(teacher, path("teacher"), t_state)
     student = DualEncoder(ModelConfig(**s_state["model_config"]))
-    student.load_state_dict(s_state["model"])
+    load_weights(student, path(args.row), s_state)
     bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
     split = bench.splits[args.task]["test"]
     index = torch.arange(args.examples)

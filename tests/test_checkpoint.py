@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import finished_run, load_checkpoint, record_run, save_checkpoint
+from checkpoint import finished_run, load_checkpoint, load_weights, record_run, save_checkpoint
 from model import DualEncoder, model_config
 
 
@@ -66,3 +66,17 @@ def test_checkpoint_with_another_tokenizer_is_refused(tmp_path):
     load_checkpoint(path, tokenizer=mine)
     with pytest.raises(SystemExit, match="different tokenizer"):
         load_checkpoint(path, tokenizer=other)
+
+
+def test_weights_from_another_version_of_the_code_are_one_line_naming_the_file(tmp_path):
+    """E.g. a teacher saved when the MLM head had no decoder of its own: parameters missing, one unexpected."""
+    from teacher import FusionEncoder
+    path = str(tmp_path / "old-teacher.pt")
+    teacher = FusionEncoder(model_config("tiny"))
+    old = {k: v for k, v in teacher.state_dict().items() if not k.startswith("mlm_head.decoder")}
+    save_checkpoint(path, model={**old, "mlm_head.bias": torch.zeros(5)})
+    with pytest.raises(SystemExit, match="old-teacher.pt holds another version of FusionEncoder") as error:
+        load_weights(teacher, path)
+    assert "\n" not in str(error.value)
+    save_checkpoint(path, model=teacher.state_dict())
+    assert load_weights(FusionEncoder(model_config("tiny")), path)["model"].keys() == teacher.state_dict().keys()
