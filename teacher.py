@@ -59,6 +59,12 @@ class FusionEncoder(nn.Module):
         self.mlm_head = MLMHead(cfg)
         self.apply(init_weights)
 
+    def second_image_like_first(self):
+        """As ViLT does for NLVR2: pre-training shows only single images (type 1), so type 2 was never
+        trained; the second image starts from the first image's embedding, and fine-tuning tells them apart."""
+        with torch.no_grad():
+            self.modality_type.weight[SECOND_IMAGE_TYPE] = self.modality_type.weight[IMAGE_TYPE]
+
     def fuse(self, text_ids, text_mask, images, image_type=IMAGE_TYPE, pixel_mask=None, **details) -> EncoderOutput:
         """One joint pass. text_ids, text_mask: (B, Lt); images: (B, 3, H, W); pixel_mask: bool (B, H, W)
         or None. Sequence = Lt + Nv tokens."""

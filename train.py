@@ -251,6 +251,8 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         return done
     torch.manual_seed(seed)
     model = new_model("teacher" if row == "teacher" else "student", cfg, bench, device, init_from)
+    if row == "teacher" and task == "reasoning" and init_from:   # pre-trained on single images only
+        model.second_image_like_first()
     train, val, test = (bench.splits[task][s] for s in ("train", "val", "test"))
     if isinstance(bench, RealData):   # photographs decoded by DataLoader workers
         batches = LoaderBatches(train, cfg.batch_size, seed, device, train.workers, rt.rank, rt.world)

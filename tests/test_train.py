@@ -337,3 +337,15 @@ def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
     assert process.returncode == 1 and "stopped after step" in stderr and "Traceback" not in stderr
     state = torch.load(out / "checkpoints" / "vqa-dual-seed0-last.pt", weights_only=True)
     assert state["step"] >= 5
+
+
+def test_the_reasoning_teacher_starts_its_second_image_type_from_the_first(tmp_path):
+    """ViLT, NLVR2: pre-training never trains modality type 2, so fine-tuning starts it from type 1."""
+    out = tmp_path / "run"
+    train.main(["--size", "tiny", "--tasks", "reasoning", "--rows", "teacher", "--pretrain-steps", "2", "--steps", "1",
+                "--lr", "1e-9", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--progress", "false",
+                "--speed", "false", "--attention-figures", "false"])
+    types = {name: torch.load(out / "checkpoints" / f"{name}-seed0-best.pt", weights_only=True)["model"]
+             ["modality_type.weight"] for name in ("pretrain-teacher", "reasoning-teacher")}
+    assert not torch.allclose(types["pretrain-teacher"][2], types["pretrain-teacher"][1], atol=1e-4)
+    torch.testing.assert_close(types["reasoning-teacher"][2], types["reasoning-teacher"][1], atol=1e-6, rtol=0)
