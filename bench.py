@@ -34,7 +34,7 @@ from distill import DistillWeights
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from config import add_flags, given_values
-from data import DATA_SIZES, DataConfig, TaskBatches, TaskSplit
+from data import DataConfig, TaskBatches, TaskSplit, data_preset
 from runtime import autocast_for, resolve_device
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
@@ -122,7 +122,7 @@ def resident_split(mcfg, cfg, device):
     """Random entailment examples held on the device the way train.py holds the benchmark: uint8
     images at the benchmark's resolution (the model's input size is reached per batch, as in training),
     token ids and labels. Enough examples for a few fresh batches before an epoch repeats."""
-    side = DataConfig(**DATA_SIZES.get(cfg.size, DATA_SIZES["small"])).image_size
+    side = DataConfig(**data_preset(cfg.size)).image_size
     examples = max(4096, 4 * cfg.batch_size)
     g = torch.Generator().manual_seed(0)
     split = TaskSplit("entailment",

@@ -104,6 +104,12 @@ DATA_SIZES = {
 }
 
 
+def data_preset(model_size: str) -> dict:
+    """The benchmark a model size trains on: its own preset, or the default (small) benchmark
+    (mini and vilt-b32 read the 64 px scenes; vilt-b32 resizes them per batch)."""
+    return DATA_SIZES.get(model_size, DATA_SIZES["small"])
+
+
 
 # ----------------------------------------------------------------------------- tokenizer
 

@@ -17,6 +17,7 @@ import os
 import torch
 
 from data import TASKS, DataConfig, fit_images, make_batch
+from evaluate import DIRECTIONS
 from loader import RealDataConfig
 
 
@@ -66,7 +67,7 @@ def attention_table(results, tasks, rows, seeds):
                  if r["task"] == task and r["row"] == row and r["seed"] in seeds and "attention" in r]
         if not found or key not in found[0]["text_to_image"]:
             return "-"
-        means = [sum(a[d][key] for a in found) / len(found) for d in ("text_to_image", "image_to_text")]
+        means = [sum(a[d][key] for a in found) / len(found) for d in DIRECTIONS]
         text = " / ".join(f"{m:.3f}" if key.endswith("entropy") else f"{m:.3g}" for m in means)
         return text + (f" (n={len(found)})" if len(found) < len(seeds) else "")
 

@@ -37,7 +37,7 @@ from runtime import Runtime, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values
-from data import (DATA_SIZES, TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark,
+from data import (TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark, data_preset,
                   names_left_image_first)
 from tasks import FAMILIES
 from distill import DistillWeights
@@ -125,7 +125,7 @@ def parse_args(argv=None):
         real_cfg = RealDataConfig(**given_values(args, RealDataConfig)).validate()
         train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **real_data_preset(real_cfg), **train_given})
         check_train_config(train_cfg)
-        data_cfg = DataConfig(**{**DATA_SIZES.get(size, DATA_SIZES["small"]), **data_given}).validate()
+        data_cfg = DataConfig(**{**data_preset(size), **data_given}).validate()
         if real_cfg.real and (train_cfg.families or train_cfg.curriculum_steps):
             raise ValueError("--families and --curriculum-steps are for the built-in benchmark; not with --data")
         if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):

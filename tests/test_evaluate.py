@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from data import Tokenizer, TaskSplit
+from data import Tokenizer, TaskSplit, make_batch
 from distill import DistillWeights, dide_loss
 from evaluate import attention_agreement, entropy_rows
 from model import DualEncoder, model_config
@@ -50,8 +50,7 @@ def split_and_models(task="entailment", n=10, seed=0, lengths=None):
 def test_the_kl_is_the_attention_loss_term_and_entropies_are_fractions_of_uniform():
     split, teacher, student = split_and_models()
     report = attention_agreement(teacher, student, split, "entailment", TrainConfig(size="tiny"), CPU)
-    batch = {"images": split.images[split.image_index].permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0,
-             "text_ids": split.text_ids, "text_mask": split.text_ids != Tokenizer.PAD, "labels": split.labels}
+    batch = make_batch(split, torch.arange(len(split)))
     with torch.no_grad():
         _, terms, _ = dide_loss(student, teacher, batch, "entailment", DistillWeights(soft_label=0.0))
     total = report["text_to_image"]["kl"] + report["image_to_text"]["kl"]
@@ -78,8 +77,7 @@ def test_only_the_first_examples_are_read_and_modes_are_kept():
     split, teacher, student = split_and_models(n=10)
     cfg = TrainConfig(size="tiny")
     first_four = attention_agreement(teacher, student, split, "entailment", cfg, CPU, examples=4)
-    cut = TaskSplit(**{**split.__dict__, "image_index": split.image_index[:4], "text_ids": split.text_ids[:4],
-                       "labels": split.labels[:4], "family": split.family[:4], "texts": split.texts[:4]})
+    cut = split.select(torch.arange(len(split)) < 4)
     assert first_four == attention_agreement(teacher, student, cut, "entailment", cfg, CPU)
     assert student.training and not teacher.training
     teacher_only = attention_agreement(teacher, None, split, "entailment", cfg, CPU)
