@@ -111,12 +111,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def shared_cpu_environment(jobs: int) -> dict:
+    """The environment for `jobs` processes at once: each gets its share of the CPU cores as torch
+    threads (by default torch gives every process all of them, and they slow one another down),
+    unless the user has set OMP_NUM_THREADS."""
+    env = dict(os.environ)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // jobs)))
+    return env
+
+
 def run_processes(commands: dict, jobs: int, say) -> None:
-    """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file. Each runs in
-    a session of its own, so a terminal's Ctrl-C reaches only this process, which passes it on once:
-    the children finish their step, save and exit. SIGTERM and a failed child stop the others the
-    same way; a failure raises SystemExit naming its log."""
+    """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file and using its
+    share of the CPU cores. Each runs in a session of its own, so a terminal's Ctrl-C reaches only
+    this process, which passes it on once: the children finish their step, save and exit. SIGTERM
+    and a failed child stop the others the same way; a failure raises SystemExit naming its log."""
     waiting, running = list(commands), {}       # running: name -> process
+    env = shared_cpu_environment(jobs)
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         while waiting or running:
@@ -124,7 +135,8 @@ def run_processes(commands: dict, jobs: int, say) -> None:
                 name = waiting.pop(0)
                 argv, log = commands[name]
                 with open(log, "w") as f:
-                    running[name] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                    running[name] = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                                     env=env)
                 say(f"{name}: started, log in {log}")
             time.sleep(1)
             for name, process in list(running.items()):

@@ -313,6 +313,21 @@ def test_a_failed_seed_process_stops_the_others_and_names_its_log(tmp_path):
     assert "test accuracy" not in (out / "logs" / "seed1.log").read_text()
 
 
+def test_processes_run_at_once_share_the_cpu_threads(tmp_path, monkeypatch):
+    """Two processes at once on this machine's cores: each gets half of them as torch threads (at least
+    one), unless the user set OMP_NUM_THREADS, which then wins."""
+    import os
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    probe = [sys.executable, "-c", "import os, torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"]
+    run_processes({name: (probe, str(tmp_path / f"{name}.log")) for name in ("a", "b")}, 2, print)
+    share = max(1, cores // 2)
+    assert [(tmp_path / f"{name}.log").read_text().split() for name in ("a", "b")] == [[str(share), str(share)]] * 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    run_processes({"c": (probe, str(tmp_path / "c.log"))}, 2, print)
+    assert (tmp_path / "c.log").read_text().split()[0] == "7"
+
+
 def test_shards_of_all_processes_partition_the_global_batch():
     batch = {"x": torch.arange(12), "y": torch.arange(12) * 10}
     parts = [shard(batch, Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
