@@ -33,8 +33,9 @@ import torch
 from distill import DistillWeights
 from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
+from batches import TaskBatches
 from config import add_flags, given_values
-from data import DataConfig, TaskBatches, TaskSplit, data_preset
+from data import DataConfig, TaskSplit, data_preset
 from runtime import autocast_for, resolve_device
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
@@ -226,7 +227,7 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
         ("train student, soft labels + attention", DualEncoder(mcfg).to(device),
          DistillWeights(soft_label=1.0, attention=1.0), 3 * student_flops + flops["teacher"]),
     ]
-    # the same ground-truth step, its batch drawn each time from the benchmark on the device (data.TaskBatches)
+    # the same ground-truth step, its batch drawn each time from the benchmark on the device (batches.TaskBatches)
     benchmark = TaskBatches(resident_split(mcfg, cfg, device), cfg.batch_size, 0, device, mcfg.image_size)
     variants.append(("train student, ground truth, benchmark batches", DualEncoder(mcfg).to(device), None,
                      3 * student_flops))

@@ -1,7 +1,7 @@
 """The built-in procedural benchmark: three tasks (tasks.py) on one scene grammar (scenes.py).
 
 This file holds the configuration, the word-level tokenizer, generation with its cache,
-and the tensors training reads (`build_benchmark`, `make_batch`, `TaskBatches`). The tasks:
+and the tensors of each split (`build_benchmark`); batches.py draws training batches from them. The tasks:
 
 - reasoning  (NLVR2-like):   two images + statement -> True / False
 - entailment (SNLI-VE-like): image + hypothesis -> entailment / neutral / contradiction;
@@ -40,7 +40,6 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from checkpoint import atomic_write
@@ -387,109 +386,6 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
         caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len) for t in tasks])
         bench.captions[s] = CaptionSplit(images, caption_ids, captions)
     return bench
-
-
-def model_images(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, K, H, W, 3] -> float [B, K, 3, H, W] in [-1, 1]: (x/255 - 0.5)/0.5."""
-    return images.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
-
-
-def make_batch(split: TaskSplit, index: torch.Tensor) -> dict:
-    """Pure tensor indexing, on the split's device. index: long [B]."""
-    images = model_images(split.images[split.image_index[index]])  # [B, K, 3, H, W]
-    text_ids = split.text_ids[index]                              # long [B, L]
-    batch = {"images": images, "text_ids": text_ids, "text_mask": text_ids != Tokenizer.PAD,
-             "labels": split.labels[index]}
-    if split.vqa_scores is not None:
-        batch["vqa_scores"] = split.vqa_scores[index]             # float [B, A]
-    return batch
-
-
-def vqa_accuracy(logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """The soft score of the arg-max answer, float [B]; equal to the official VQA accuracy
-    (the mean over the ten leave-one-annotator-out subsets of min(1, matches / 3))."""
-    return scores.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
-
-
-
-def fit_images(batch, image_size):
-    """Resize the benchmark's images to the model's input size (only the vilt-b32 size differs)."""
-    images = batch["images"]
-    if images.shape[-1] == image_size:
-        return batch
-    B, K = images.shape[:2]
-    resized = F.interpolate(images.flatten(0, 1), size=(image_size, image_size), mode="nearest")
-    return {**batch, "images": resized.view(B, K, 3, image_size, image_size)}
-
-
-class EpochSampler:
-    """Batches of indices: a fresh random order every epoch, drawn on the data's device."""
-
-    def __init__(self, n, batch_size, seed, device):
-        if batch_size > n:
-            raise SystemExit(f"error: --batch-size {batch_size} is larger than the training set ({n} examples)")
-        self.n, self.batch_size = n, batch_size
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.order, self.position = torch.randperm(n, generator=self.generator, device=device), 0
-
-    def next(self):
-        if self.position + self.batch_size > self.n:
-            self.order, self.position = torch.randperm(self.n, generator=self.generator, device=self.order.device), 0
-        index = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        return index
-
-    def state_dict(self):
-        return {"order": self.order.cpu(), "position": self.position, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.order, self.position = state["order"].to(self.order.device), state["position"]
-        self.generator.set_state(state["generator"])
-
-
-def names_left_image_first(statement: str) -> bool:
-    """A reasoning statement about the left image, or about both with the left one named first:
-    "the left image contains a red circle ." or "there are more circles in the left image than in
-    the right image ." ("left of" is a relation, not an image.)"""
-    if "left image" not in statement:
-        return False
-    return "right image" not in statement or statement.index("left image") < statement.index("right image")
-
-
-class CurriculumBatches:
-    """The batches of `first` for the first `steps` steps, then those of `then`."""
-
-    def __init__(self, first, then, steps: int):
-        self.first, self.then, self.steps, self.taken = first, then, steps, 0
-
-    def next(self):
-        self.taken += 1
-        return (self.first if self.taken <= self.steps else self.then).next()
-
-    def state_dict(self):
-        return {"taken": self.taken, "first": self.first.state_dict(), "then": self.then.state_dict()}
-
-    def load_state_dict(self, state):
-        self.taken = state["taken"]
-        self.first.load_state_dict(state["first"])
-        self.then.load_state_dict(state["then"])
-
-
-class TaskBatches:
-    """Training batches of one task split, in the order of an EpochSampler."""
-
-    def __init__(self, split, batch_size, seed, device, image_size):
-        self.split, self.image_size = split, image_size
-        self.sampler = EpochSampler(len(split), batch_size, seed, device)
-
-    def next(self):
-        return fit_images(make_batch(self.split, self.sampler.next()), self.image_size)
-
-    def state_dict(self):
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------- main

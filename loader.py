@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data import Tokenizer, model_images
+from batches import model_images
+from data import Tokenizer
 from metrics import build_answer_vocab
 from realdata import SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image, read_split
 from wordpiece import WordPieceTokenizer

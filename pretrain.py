@@ -32,7 +32,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from data import Tokenizer, fit_images, model_images
+from batches import fit_images, model_images
+from data import Tokenizer
 from scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2

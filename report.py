@@ -16,7 +16,8 @@ import os
 
 import torch
 
-from data import TASKS, DataConfig, fit_images, make_batch
+from batches import fit_images, make_batch
+from data import TASKS, DataConfig
 from evaluate import DIRECTIONS
 from loader import RealDataConfig
 

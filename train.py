@@ -37,8 +37,8 @@ from runtime import Runtime, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values
-from data import (TASKS, CurriculumBatches, DataConfig, TaskBatches, build_benchmark, data_preset,
-                  names_left_image_first)
+from batches import CurriculumBatches, TaskBatches, names_left_image_first
+from data import TASKS, DataConfig, build_benchmark, data_preset
 from tasks import FAMILIES
 from distill import DistillWeights
 from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa

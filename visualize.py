@@ -74,7 +74,8 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
 
 def main():
     from checkpoint import load_checkpoint, load_weights
-    from data import DataConfig, build_benchmark, fit_images, make_batch
+    from batches import fit_images, make_batch
+    from data import DataConfig, build_benchmark
     from model import DualEncoder, ModelConfig
     from teacher import FusionEncoder
 

@@ -23,9 +23,10 @@ import data  # noqa: E402
 from model import NUM_IMAGES  # noqa: E402
 import tasks  # noqa: E402
 import scenes  # noqa: E402
-from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, CurriculumBatches, DataConfig,  # noqa: E402
-                  Tokenizer, build_benchmark, generate_split, make_batch, names_left_image_first,
-                  vqa_accuracy, vqa_soft_scores)
+from batches import CurriculumBatches, make_batch, names_left_image_first  # noqa: E402
+from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, Tokenizer, build_benchmark,  # noqa: E402
+                  generate_split, vqa_soft_scores)
+from evaluate import vqa_accuracy  # noqa: E402
 
 NUMBERS = {w: i for i, w in enumerate(tasks.NUMBER_WORDS)}
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from data import Tokenizer, TaskSplit, make_batch
+from batches import make_batch
+from data import Tokenizer, TaskSplit
 from distill import DistillWeights, dide_loss
 from evaluate import attention_agreement, entropy_rows
 from model import DualEncoder, model_config

@@ -10,7 +10,8 @@ import torch
 
 import train
 import trainer
-from data import Tokenizer, names_left_image_first
+from batches import names_left_image_first
+from data import Tokenizer
 from distill import ground_truth_loss
 from runtime import Runtime, run_processes, shard
 from model import DualEncoder, model_config
