@@ -124,8 +124,9 @@ def shared_cpu_environment(jobs: int) -> dict:
 def run_processes(commands: dict, jobs: int, say) -> None:
     """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file and using its
     share of the CPU cores. Each runs in a session of its own, so a terminal's Ctrl-C reaches only
-    this process, which passes it on once: the children finish their step, save and exit. SIGTERM
-    and a failed child stop the others the same way; a failure raises SystemExit naming its log."""
+    this process, which passes it on once: the children finish their step, save and exit, and this
+    process exits with a message, not a stack trace. SIGTERM and a failed child stop the others the
+    same way; a failure raises SystemExit naming its log."""
     waiting, running = list(commands), {}       # running: name -> process
     env = shared_cpu_environment(jobs)
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
@@ -146,6 +147,10 @@ def run_processes(commands: dict, jobs: int, say) -> None:
                 if process.returncode != 0:
                     raise SystemExit(f"error: {name} failed (exit code {process.returncode}); its log: {commands[name][1]}")
                 say(f"{name}: finished")
+    except KeyboardInterrupt:
+        logs = ", ".join(commands[name][1] for name in running)
+        raise SystemExit(f"\nstopped: each process saves where it was (logs: {logs}). "
+                         "Run the same command again to continue.") from None
     finally:
         for process in running.values():        # Ctrl-C, SIGTERM or a failure: the others save and exit
             process.send_signal(signal.SIGINT)

@@ -355,6 +355,34 @@ def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
     assert state["step"] >= 5
 
 
+def test_ctrl_c_under_jobs_stops_every_seed_saved_and_exits_with_a_message(tmp_path):
+    """--jobs 2: Ctrl-C reaches the parent only; it passes it on, each seed saves, and the parent
+    exits with one message, not a stack trace."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
+                                "--pretrain-steps", "0", "--steps", "100000", "--log-every", "5", "--seeds", "0,1",
+                                "--jobs", "2", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def runs_logged():
+        path = out / "metrics.jsonl"
+        return {json.loads(line)["run"] for line in path.read_text().splitlines()} if path.exists() else set()
+
+    deadline = time.time() + 180
+    while time.time() < deadline and len(runs_logged()) < 2:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "Traceback" not in stderr
+    assert "stopped: each process saves where it was" in stderr and "Run the same command again" in stderr
+    for seed in (0, 1):
+        assert "stopped after step" in (out / "logs" / f"seed{seed}.log").read_text()
+        state = torch.load(out / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
+        assert state["step"] >= 5
+
+
 def test_the_reasoning_teacher_starts_its_second_image_type_from_the_first(tmp_path):
     """ViLT, NLVR2: pre-training never trains modality type 2, so fine-tuning starts it from type 1."""
     out = tmp_path / "run"
