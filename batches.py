@@ -3,7 +3,8 @@
 The whole benchmark lives on the device as uint8 tensors, so a batch is tensor indexing:
 `make_batch` picks examples and turns their images into the model's input, `EpochSampler`
 draws a fresh random order every epoch, and `TaskBatches` joins the two for the training loop
-(`CurriculumBatches` runs one order before another). Real photographs come from loader.py,
+(`CurriculumBatches` runs one order before another: first the reasoning statements for which
+`names_left_image_first`, then all). Real photographs come from loader.py,
 whose `LoaderBatches` hands the training loop batches of the same form.
 
     batches = TaskBatches(bench.splits["vqa"]["train"], batch_size=128, seed=0, device=device, image_size=64)

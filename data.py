@@ -275,7 +275,7 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
     return raw
 
 
-# ------------------------------------------------------------------- tensors and batches
+# ------------------------------------------------------------------------------ tensors
 
 def _to(obj, device):
     """A copy of the dataclass `obj` with every tensor field moved to `device`."""

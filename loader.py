@@ -1,6 +1,6 @@
 """Real data sets as training batches: VQA v2, NLVR2 and SNLI-VE, read by realdata.py.
 
-The built-in benchmark lives on the GPU and a batch is tensor indexing (data.py). Real
+The built-in benchmark lives on the GPU and a batch is tensor indexing (batches.py). Real
 photographs are too many for that: here a batch is decoded from the image files, in
 DataLoader worker processes, into pinned memory, while the GPU trains on the one before.
 

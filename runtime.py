@@ -112,12 +112,11 @@ def _interrupt(signum, frame):
 
 
 def shared_cpu_environment(jobs: int) -> dict:
-    """The environment for `jobs` processes at once: each gets its share of the CPU cores as torch
-    threads (by default torch gives every process all of them, and they slow one another down),
-    unless the user has set OMP_NUM_THREADS."""
+    """The environment for `jobs` processes at once. Each gets its share of the threads torch uses
+    in one process; by default every process would take them all, and they would slow one another
+    down. A user's OMP_NUM_THREADS is kept."""
     env = dict(os.environ)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // jobs)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, torch.get_num_threads() // jobs)))
     return env
 
 
@@ -125,10 +124,10 @@ def run_processes(commands: dict, jobs: int, say) -> None:
     """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file and using its
     share of the CPU cores. Each runs in a session of its own, so a terminal's Ctrl-C reaches only
     this process, which passes it on once: the children finish their step, save and exit, and this
-    process exits with a message, not a stack trace. SIGTERM and a failed child stop the others the
+    process ends with a message, not a stack trace. SIGTERM and a failed child stop the others the
     same way; a failure raises SystemExit naming its log."""
     waiting, running = list(commands), {}       # running: name -> process
-    env = shared_cpu_environment(jobs)
+    env = shared_cpu_environment(min(jobs, len(commands)))
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         while waiting or running:
@@ -149,7 +148,7 @@ def run_processes(commands: dict, jobs: int, say) -> None:
                 say(f"{name}: finished")
     except KeyboardInterrupt:
         logs = ", ".join(commands[name][1] for name in running)
-        raise SystemExit(f"\nstopped: each process saves where it was (logs: {logs}). "
+        raise SystemExit(f"\nstopped: each process was asked to finish its step and save (logs: {logs}). "
                          "Run the same command again to continue.") from None
     finally:
         for process in running.values():        # Ctrl-C, SIGTERM or a failure: the others save and exit

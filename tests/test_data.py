@@ -1,4 +1,5 @@
-"""Tests of the procedural benchmark (scenes.py, data.py), at the tiny size, on CPU.
+"""Tests of the procedural benchmark (scenes.py, tasks.py, data.py) and of the batches drawn from it
+(batches.py, evaluate.vqa_accuracy), at the tiny size, on CPU.
 
 The label re-checks parse each text with their own small grammar and evaluate it on the
 symbolic scene in plain Python, without the program executor they check; entailment
