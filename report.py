@@ -49,6 +49,7 @@ def results_table(results, tasks, rows, seeds, speedups=None):
     for row in rows:
         speed = f" | {speedups['teacher' if row == 'teacher' else 'student']}" if speedups else ""
         lines.append(f"| {row} | " + " | ".join(cell(t, row) for t in tasks) + speed + " |")
+    lines += gap_table(results, tasks, rows, seeds)
     for t in tasks:
         # benchmark: per family of questions; VQA v2: per answer type; NLVR2: consistency
         families = list(dict.fromkeys(f for r in results if r["task"] == t for f in r["per_family"]))
@@ -57,6 +58,35 @@ def results_table(results, tasks, rows, seeds, speedups=None):
         for family in families:
             lines.append(f"| {family} | " + " | ".join(cell(t, row, family) for row in rows) + " |")
     return "\n".join(lines + attention_table(results, tasks, rows, seeds)) + "\n"
+
+
+MIN_GAP = 2.0   # accuracy points: a smaller teacher/dual gap is within seed noise, and no share of it is taken
+
+
+def gap_table(results, tasks, rows, seeds):
+    """Markdown lines: the teacher/dual gap per task, and the share of it each other student row
+    closes, (row - dual) / (teacher - dual), per seed (a seed's students learn from that seed's
+    teacher), mean ± std over seeds. A seed whose gap is under MIN_GAP points is left out."""
+    accuracy = {(r["task"], r["row"], r["seed"]): r["accuracy"] for r in results}
+    students = [row for row in rows if row not in ("teacher", "dual")]
+    if "teacher" not in rows or "dual" not in rows or not students:
+        return []
+
+    def gaps(task):   # {seed: teacher - dual}
+        return {s: accuracy[(task, "teacher", s)] - accuracy[(task, "dual", s)] for s in seeds
+                if (task, "teacher", s) in accuracy and (task, "dual", s) in accuracy}
+
+    def share_closed(task, row):
+        shares = [100 * (accuracy[(task, row, s)] - accuracy[(task, "dual", s)]) / gap
+                  for s, gap in gaps(task).items() if gap >= MIN_GAP and (task, row, s) in accuracy]
+        return mean_std(shares, len(seeds))
+
+    lines = ["", f"The teacher/dual gap (points), and the share of it each row closes (%): (row - dual) / "
+             f"(teacher - dual) per seed; seeds with a gap under {MIN_GAP:g} points are left out.", "",
+             "| | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
+             "| gap, teacher - dual | " + " | ".join(mean_std(list(gaps(t).values()), len(seeds)) for t in tasks) + " |"]
+    lines += [f"| {row}: gap closed | " + " | ".join(share_closed(t, row) for t in tasks) + " |" for row in students]
+    return lines
 
 
 def attention_table(results, tasks, rows, seeds):

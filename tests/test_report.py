@@ -73,3 +73,16 @@ def test_the_attention_table_averages_seeds_and_marks_what_is_missing():
     assert "| teacher: entropy / uniform | 0.850 / 0.425 | - |" in table
     assert "| dual: KL | 0.25 / 0.125 (n=1) | - |" in table
     assert "Cross-modal attention" not in report.results_table([result("vqa", "dual", 0, 60.0)], ["vqa"], ["dual"], [0])
+
+
+def test_the_gap_table_takes_each_seeds_share_of_its_own_gap_and_skips_gaps_within_noise():
+    results = [result("vqa", "teacher", 0, 80.0), result("vqa", "dual", 0, 60.0), result("vqa", "soft", 0, 75.0),
+               result("vqa", "teacher", 1, 70.0), result("vqa", "dual", 1, 50.0), result("vqa", "soft", 1, 55.0),
+               result("entailment", "teacher", 0, 51.0), result("entailment", "dual", 0, 50.0),
+               result("entailment", "soft", 0, 60.0)]
+    table = report.results_table(results, ["vqa", "entailment"], ["teacher", "dual", "soft"], [0, 1])
+    # vqa: gaps 20 and 20; shares (75-60)/20 = 75% and (55-50)/20 = 25%: mean 50, sample std 35.4.
+    # entailment: seed 0's gap of 1 point is under MIN_GAP, so no share is taken
+    assert "| gap, teacher - dual | 20.0 ± 0.0 | 1.0 (n=1) |" in table
+    assert "| soft: gap closed | 50.0 ± 35.4 | - |" in table
+    assert "gap closed" not in report.results_table(results, ["vqa"], ["teacher", "soft"], [0, 1])   # no dual row
