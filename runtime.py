@@ -122,7 +122,7 @@ def shared_cpu_environment(jobs: int) -> dict:
 
 def run_processes(commands: dict, jobs: int, say) -> None:
     """Run commands {name: (argv, log path)}, `jobs` at a time, each logging to its file and using its
-    share of the CPU cores. Each runs in a session of its own, so a terminal's Ctrl-C reaches only
+    share of torch's CPU threads. Each runs in a session of its own, so a terminal's Ctrl-C reaches only
     this process, which passes it on once: the children finish their step, save and exit, and this
     process ends with a message, not a stack trace. SIGTERM and a failed child stop the others the
     same way; a failure raises SystemExit naming its log."""
