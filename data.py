@@ -1,7 +1,8 @@
 """The built-in procedural benchmark: three tasks (tasks.py) on one scene grammar (scenes.py).
 
 This file holds the configuration, the word-level tokenizer, generation with its cache,
-and the tensors of each split (`build_benchmark`); batches.py draws training batches from them. The tasks:
+and the tensors of each split (`build_benchmark`); batches.py draws training batches from
+them. The tasks:
 
 - reasoning  (NLVR2-like):   two images + statement -> True / False
 - entailment (SNLI-VE-like): image + hypothesis -> entailment / neutral / contradiction;
@@ -107,7 +108,6 @@ def data_preset(model_size: str) -> dict:
     """The benchmark a model size trains on: its own preset, or the default (small) benchmark
     (mini and vilt-b32 read the 64 px scenes; vilt-b32 resizes them per batch)."""
     return DATA_SIZES.get(model_size, DATA_SIZES["small"])
-
 
 
 # ----------------------------------------------------------------------------- tokenizer
