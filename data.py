@@ -12,8 +12,8 @@ them. The tasks:
 plus one caption per image, for image-text matching.
 
 Each task has question *families* (DATASETS.md §3.4-3.6): a template plus a program.
-The label is always what the program returns on the symbolic scene (scenes.execute,
-scenes.entailment_label), never string logic. Labels are balanced per family by
+The label is always what the program returns on the symbolic scene (programs.execute,
+programs.entailment_label), never string logic. Labels are balanced per family by
 rejection sampling: a text's skeleton (family, bound, which attributes) is drawn first,
 then scenes and attribute values until the planned label comes out, so that the text
 alone says little about the label. Every group of examples (one scene, or two scene pairs for
@@ -44,9 +44,10 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import atomic_write
-from scenes import ENTAILMENT_LABELS, Scene, SceneConfig, render_batch
-from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, caption, entailment_group, lexicon,
-                   reasoning_group, vqa_group)
+from programs import ENTAILMENT_LABELS
+from scenes import Scene, SceneConfig, render_batch
+from tasks import FAMILIES, IMAGE_PLAN, answer_vocabulary, entailment_group, reasoning_group, vqa_group
+from templates import caption, lexicon
 
 TASKS = ("reasoning", "entailment", "vqa")
 SPLITS = ("train", "val", "test")

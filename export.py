@@ -27,7 +27,7 @@ from config import add_flags, given_values
 from data import DATA_SIZES, SPLITS, DataConfig, examples_per_group, load_split
 from metrics import normalize_answer
 from realdata import SPLITS as OFFICIAL_SPLITS
-from scenes import ENTAILMENT_LABELS
+from programs import ENTAILMENT_LABELS
 from tasks import answer_vocabulary
 
 FORMATS = tuple(OFFICIAL_SPLITS)                      # vqav2, nlvr2, snli-ve: what realdata.py reads

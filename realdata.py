@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from metrics import build_answer_vocab, normalize_answer, soft_score  # noqa: F401 (build_answer_vocab: for callers)
-from scenes import ENTAILMENT_LABELS
+from programs import ENTAILMENT_LABELS
 
 
 class DataError(ValueError):
@@ -265,10 +265,10 @@ def read_nlvr2(root, split: str, missing: str = "skip") -> list[dict]:
 
 
 # ------------------------------------------------------------------ SNLI-VE
-# label_id follows the project's order, scenes.ENTAILMENT_LABELS, so that a head trained on the
+# label_id follows the project's order, programs.ENTAILMENT_LABELS, so that a head trained on the
 # built-in benchmark and one trained on SNLI-VE mean the same thing by each id. Others differ:
 #   code                          entailment  neutral  contradiction
-#   ours (scenes.py)                  0          1          2
+#   ours (programs.py)                0          1          2
 #   DiDE write_snli_ve.py             1          2          0
 #   ALBEF ve_dataset                  2          1          0
 FLICKR_ID_KEYS = ("Flikr30kID", "Flickr30K_ID", "Flickr30kID")  # sic: the generator's 2018 spelling first

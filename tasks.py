@@ -1,18 +1,18 @@
-"""The three tasks of the built-in benchmark: text templates, question families, captions.
+"""The three tasks of the built-in benchmark: their question families and generators.
 
 Each task is a list of question *families* (DATASETS.md §3.4-3.6): a template plus a
 program. A generator draws a group of examples from one random stream: first the text's
 skeleton (family, bound, which attributes), then scenes and attribute values until the
 planned label comes out, so that the text alone says little about the label. The label
-is always what the program returns on the symbolic scene (scenes.execute,
-scenes.entailment_label), never string logic.
+is always what the program returns on the symbolic scene (programs.execute,
+programs.entailment_label), never string logic.
 
 - task A, reasoning  (NLVR2-like):   two images + statement -> true / false
 - task B, entailment (SNLI-VE-like): image + hypothesis -> entailment / neutral / contradiction
 - task C, vqa        (VQA v2-like):  image + question -> answer, ten synthetic annotators
-- captions: one per image, for image-text matching pre-training
 
-data.py turns the groups into cached tensors; read it after this file.
+The words of every text (noun phrases, numbers, relations) and the captions of the
+pre-training stage are in templates.py; data.py turns the groups into cached tensors.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scenes import (ATTRIBUTE_SETS, ATTRIBUTES, ENTAILMENT_LABELS, OPPOSITE, RELATIONS, SHAPES, SIZES,
-                    Description, IllPosed, Scene, SceneConfig, describe, entailment_label,
-                    execute, holds, sample_scene)
+from programs import ENTAILMENT_LABELS, IllPosed, entailment_label, execute, holds
+from scenes import (ATTRIBUTE_SETS, ATTRIBUTES, OPPOSITE, RELATIONS, SHAPES, SIZES, Description, Scene,
+                    SceneConfig, describe, sample_scene)
+from templates import NUMBER_WORDS, REL_TEXT, counted, noun
 
 if TYPE_CHECKING:   # type hints only: data.py imports this file
     from data import DataConfig
@@ -39,33 +40,6 @@ FAMILIES = {
 ANNOTATORS = 10                       # answers per VQA question, as in VQA v2
 TRIES = 40                            # proposals per example before a scene is resampled
 ATTEMPTS = 30                         # scenes per group with the planned labels (then VQA takes any count)
-
-# ------------------------------------------------------------------------ text templates
-
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-REL_TEXT = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
-TEMPLATE_WORDS = ("a the is are there no every at least most exactly how many what colour "
-                  "shape size object objects of in image images both contain contains has more "
-                  "than curtain ? .").split()
-
-
-def noun(d: Description, plural: bool = False) -> str:
-    """'large red circle', 'red objects', 'object'."""
-    words = [w for w in (d.size, d.colour, d.shape or "object") if w]
-    return " ".join(words) + ("s" if plural else "")
-
-
-def counted(n: int, d: Description) -> str:
-    """'one red circle', 'two red circles'."""
-    return f"{NUMBER_WORDS[n]} {noun(d, plural=n != 1)}"
-
-
-def lexicon(cfg: DataConfig) -> list[str]:
-    """Every word a template can produce: the tokenizer's vocabulary never depends on
-    how many examples were generated."""
-    values = [*cfg.scene_config().colours, *SIZES, *SHAPES, *(s + "s" for s in SHAPES)]
-    return TEMPLATE_WORDS + [w for r in REL_TEXT.values() for w in r.split()] + values + list(NUMBER_WORDS)
-
 
 def _choice(rng: np.random.Generator, items):
     return items[int(rng.random() * len(items))]  # 2x faster than rng.integers
@@ -519,22 +493,3 @@ def vqa_group(rng: np.random.Generator, g: int, cfg: DataConfig):
             return [scene], [((0,), text, answers.index(a), family, annotate(rng, a, scene, sc, cfg.vqa_noise))
                              for family, text, _, a in (chosen[i] for i in range(per))]
     raise RuntimeError(f"vqa group {g}: no questions found")
-
-
-# ------------------------------------------------------------------------------ captions
-
-def caption(rng: np.random.Generator, scene: Scene) -> str:
-    """Up to four visible objects, paired by a relation that holds, and the curtain:
-    'a large red circle left of a small blue square . a small green triangle .'"""
-    visible = scene.visible_objects
-    picked = [visible[i] for i in rng.permutation(len(visible))[:4].tolist()]
-    clauses = []
-    for i in range(0, len(picked), 2):
-        a = noun(describe(picked[i], ATTRIBUTES))
-        if i + 1 < len(picked):
-            rel = _choice(rng, [r for r in RELATIONS if holds(r, picked[i], picked[i + 1])])
-            a += f" {REL_TEXT[rel]} a {noun(describe(picked[i + 1], ATTRIBUTES))}"
-        clauses.append(f"a {a}")
-    if scene.curtain is not None:
-        clauses.append("a curtain")
-    return " . ".join(clauses) + " ."

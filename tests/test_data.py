@@ -1,5 +1,5 @@
-"""Tests of the procedural benchmark (scenes.py, tasks.py, data.py) and of the batches drawn from it
-(batches.py, evaluate.vqa_accuracy), at the tiny size, on CPU.
+"""Tests of the procedural benchmark (scenes.py, programs.py, tasks.py, templates.py, data.py)
+and of the batches drawn from it (batches.py, evaluate.vqa_accuracy), at the tiny size, on CPU.
 
 The label re-checks parse each text with their own small grammar and evaluate it on the
 symbolic scene in plain Python, without the program executor they check; entailment
@@ -22,14 +22,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 from model import NUM_IMAGES  # noqa: E402
-import tasks  # noqa: E402
+import programs  # noqa: E402
 import scenes  # noqa: E402
+import tasks  # noqa: E402
+import templates  # noqa: E402
 from batches import CurriculumBatches, make_batch, names_left_image_first  # noqa: E402
 from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, Tokenizer, build_benchmark,  # noqa: E402
                   generate_split, vqa_soft_scores)
 from evaluate import vqa_accuracy  # noqa: E402
 
-NUMBERS = {w: i for i, w in enumerate(tasks.NUMBER_WORDS)}
+NUMBERS = {w: i for i, w in enumerate(templates.NUMBER_WORDS)}
 
 
 def tiny(**overrides) -> DataConfig:
@@ -225,7 +227,7 @@ def test_entailment_labels_agree_with_brute_force(raw):
         # all small hidden regions, and some of 3 cells (enumeration grows as 9^cells)
         if len(scene.hidden_cells) <= 2 or (len(scene.hidden_cells) == 3 and checked[family, "3 cells"] < 10):
             expected = entailment_brute_force(text, scene, cfg.scene_config().colours)
-            assert expected == scenes.ENTAILMENT_LABELS[label], (text, scene)
+            assert expected == programs.ENTAILMENT_LABELS[label], (text, scene)
             checked[family, "3 cells"] += len(scene.hidden_cells) == 3
             checked[family] += 1
     assert all(checked[f] >= 40 for f in range(len(FAMILIES["entailment"]))), checked
@@ -358,7 +360,7 @@ def test_tokenizer_round_trip_specials_unknowns_and_files(tmp_path):
 def test_lexicon_covers_the_training_texts(raw):
     cfg, splits = raw
     built = Tokenizer.build([t for r in splits.values() for t in r.texts + r.captions])
-    assert set(built.itos) <= set(Tokenizer(tasks.lexicon(cfg)).itos)
+    assert set(built.itos) <= set(Tokenizer(templates.lexicon(cfg)).itos)
 
 
 # ---------------------------------------------------------------- benchmark and batches

@@ -18,7 +18,7 @@ import export  # noqa: E402
 from data import DATA_SIZES, DataConfig, build_benchmark, load_split  # noqa: E402
 from metrics import nlvr2_consistency, normalize_answer  # noqa: E402
 from realdata import read_nlvr2, read_snli_ve, read_vqa  # noqa: E402
-from scenes import ENTAILMENT_LABELS  # noqa: E402
+from programs import ENTAILMENT_LABELS  # noqa: E402
 
 SIZES = {"train_examples": 48, "eval_examples": 24}
 PAIRS = {"vqa": (("train", "train"), ("val", "val"), ("test", "test-dev")),

@@ -21,7 +21,7 @@ from metrics import (CONTRACTIONS, build_answer_vocab, nlvr2_consistency, normal
 from realdata import (SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image,  # noqa: E402
                       read_nlvr2, read_snli_ve, read_split, read_vqa, vilt_size, write_vqa_results)
 from wordpiece import WordPieceTokenizer  # noqa: E402
-from scenes import ENTAILMENT_LABELS  # noqa: E402
+from programs import ENTAILMENT_LABELS  # noqa: E402
 
 
 def save_image(path: Path, mode: str = "RGB", fmt: str = "JPEG", size=(8, 6)) -> Path:
