@@ -118,8 +118,10 @@ def attention_table(results, tasks, rows, seeds):
 
 
 # Settings that do not change what a run learns: folders that differ only in these can be merged.
-MERGEABLE = {"train": {"seeds", "jobs", "out_dir", "resume", "progress", "speed", "device", "compile", "log_every",
-                       "eval_batch_size"},
+# Settings that choose which runs are made, or how they are shown, but change no run's result: rows (each row's
+# runs are seeded alone, so one folder per row set merges), seeds, where and how fast they run.
+MERGEABLE = {"train": {"rows", "seeds", "jobs", "out_dir", "resume", "progress", "speed", "attention_figures", "device",
+                       "compile", "log_every", "eval_batch_size"},
              "data": {"cache_dir", "workers"}, "real_data": {"loader_workers"}}
 
 

@@ -12,9 +12,9 @@ def result(task, row, seed, accuracy, families=None):
             "per_family": families or {"F1": accuracy}}
 
 
-def write_runs(folder, results, size="small", seeds="0", real_data=None):
+def write_runs(folder, results, size="small", seeds="0", real_data=None, **train):
     (folder / "runs").mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"train": {"size": size, "seeds": seeds, "steps": 6000},
+    (folder / "config.json").write_text(json.dumps({"train": {"size": size, "seeds": seeds, "steps": 6000, **train},
                                                     "data": {"cache_dir": str(folder)}, "real_data": real_data or {}}))
     for r in results:
         (folder / "runs" / f"{r['run']}.json").write_text(json.dumps(r))
@@ -34,7 +34,7 @@ def test_cells_are_mean_and_sample_std_over_seeds_and_say_when_runs_are_missing(
 def test_the_program_merges_seeds_from_several_folders(tmp_path, capsys):
     write_runs(tmp_path / "a", [result("reasoning", "dual", 0, 50.0), result("reasoning", "teacher", 0, 90.0)])
     write_runs(tmp_path / "b", [result("reasoning", "dual", 1, 54.0), result("reasoning", "teacher", 1, 92.0)],
-               seeds="1")   # seeds and the cache folder may differ
+               seeds="1", rows="teacher,dual", attention_figures=False)   # so may seeds, rows and the cache folder
     table = report.main([str(tmp_path / "a"), str(tmp_path / "b")])
     assert "over seeds 0, 1." in table
     lines = table.splitlines()
