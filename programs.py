@@ -1,7 +1,7 @@
 """Programs over scenes, and the one evaluator that labels every example of the benchmark.
 
 - `execute(program, scenes)` runs a CLEVR-style program (Johnson et al. 2017) on one scene
-  (scenes.py) or a pair; `entailment_label(program, scene)` gives the three-valued SNLI-VE
+  (scenes.py) or a pair; `entailment_label(program, scene, cfg)` gives the three-valued SNLI-VE
   label when a curtain hides some cells. Every label in the benchmark comes from these two.
 
 Programs are nested tuples, `(op, *arguments)`; sets of objects are tuples:

@@ -117,9 +117,8 @@ def attention_table(results, tasks, rows, seeds):
     return lines
 
 
-# Settings that do not change what a run learns: folders that differ only in these can be merged.
-# Settings that choose which runs are made, or how they are shown, but change no run's result: rows (each row's
-# runs are seeded alone, so one folder per row set merges), seeds, where and how fast they run.
+# Settings that do not change what a run learns: folders that differ only in these can be merged. Rows and seeds
+# choose which runs are made (every run is seeded alone); the others, where and how fast they run, and what is shown.
 MERGEABLE = {"train": {"rows", "seeds", "jobs", "out_dir", "resume", "progress", "speed", "attention_figures", "device",
                        "compile", "log_every", "eval_batch_size"},
              "data": {"cache_dir", "workers"}, "real_data": {"loader_workers"}}
@@ -161,8 +160,10 @@ def read_results(out_dirs):
                 continue
             key = (result["task"], result["row"], result["seed"])
             if key in found_in:
-                raise SystemExit(f"error: run {result['run']} is in both {found_in[key]} and {out_dir}")
-            found_in[key] = out_dir
+                if result == found_in[key][1]:   # one run, its record copied (e.g. a teacher its students need)
+                    continue
+                raise SystemExit(f"error: run {result['run']} is in both {found_in[key][0]} and {out_dir}")
+            found_in[key] = (out_dir, result)
             results.append(result)
     if not results:
         raise SystemExit(f"error: {', '.join(out_dirs)}: no finished fine-tuning run, only pre-training")

@@ -12,7 +12,8 @@ programs.entailment_label), never string logic.
 - task C, vqa        (VQA v2-like):  image + question -> answer, ten synthetic annotators
 
 The words of every text (noun phrases, numbers, relations) and the captions of the
-pre-training stage are in templates.py; data.py turns the groups into cached tensors.
+pre-training stage are in templates.py, read it first; data.py turns the groups into cached
+tensors.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ FAMILIES = {
 ANNOTATORS = 10                       # answers per VQA question, as in VQA v2
 TRIES = 40                            # proposals per example before a scene is resampled
 ATTEMPTS = 30                         # scenes per group with the planned labels (then VQA takes any count)
+
 
 def _choice(rng: np.random.Generator, items):
     return items[int(rng.random() * len(items))]  # 2x faster than rng.integers

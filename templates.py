@@ -1,7 +1,8 @@
 """The words of the benchmark: noun phrases, numbers, relations, the lexicon, the captions.
 
-Every text of every task (tasks.py) is built from these few templates, so the tokenizer's
-vocabulary is a fixed list (`lexicon`), the same however many examples are generated.
+The sentence templates of tasks.py are built from these words and noun phrases, so the
+tokenizer's vocabulary is a fixed list (`lexicon`), the same however many examples are
+generated: TEMPLATE_WORDS must hold every other word of those sentences (a test checks it).
 The captions are the image-text pairs of the pre-training stage (pretrain.py).
 """
 from __future__ import annotations
