@@ -25,7 +25,7 @@ import numpy as np
 from programs import ENTAILMENT_LABELS, IllPosed, entailment_label, execute, holds
 from scenes import (ATTRIBUTE_SETS, ATTRIBUTES, OPPOSITE, RELATIONS, SHAPES, SIZES, Description, Scene,
                     SceneConfig, describe, sample_scene)
-from templates import NUMBER_WORDS, REL_TEXT, counted, noun
+from templates import NUMBER_WORDS, REL_TEXT, choice, counted, noun
 
 if TYPE_CHECKING:   # type hints only: data.py imports this file
     from data import DataConfig
@@ -41,10 +41,6 @@ FAMILIES = {
 ANNOTATORS = 10                       # answers per VQA question, as in VQA v2
 TRIES = 40                            # proposals per example before a scene is resampled
 ATTEMPTS = 30                         # scenes per group with the planned labels (then VQA takes any count)
-
-
-def _choice(rng: np.random.Generator, items):
-    return items[int(rng.random() * len(items))]  # 2x faster than rng.integers
 
 
 def _weighted(rng: np.random.Generator, weights: dict):
@@ -75,7 +71,7 @@ def _first(propose, accept, tries: int = TRIES):
 
 def _attrs(rng: np.random.Generator, sizes=(2, 2, 3)) -> tuple[str, ...]:
     """A random set of attribute names (how many: drawn from `sizes`), in noun order."""
-    return _choice(rng, ATTRIBUTE_SETS_OF_SIZE[_choice(rng, sizes)])
+    return choice(rng, ATTRIBUTE_SETS_OF_SIZE[choice(rng, sizes)])
 
 
 ATTRIBUTE_SETS_OF_SIZE = {k: [s for s in ATTRIBUTE_SETS if len(s) == k] for k in (1, 2, 3)}
@@ -86,8 +82,8 @@ def _reference(rng: np.random.Generator, expressions) -> Description | None:
     binding one, when the scene has one, 80% of the time, which forces binding."""
     binding, plain = expressions
     if binding and (rng.random() < 0.8 or not plain):
-        return _choice(rng, binding)
-    return _choice(rng, plain) if plain else None
+        return choice(rng, binding)
+    return choice(rng, plain) if plain else None
 
 
 # --------------------------------------------------------------- task A: visual reasoning
@@ -139,22 +135,22 @@ def propose_statement(rng: np.random.Generator, family: int, pair: tuple[Scene, 
     """A statement of `family` built around objects of `pair`, so that it is often true."""
     i = int(rng.integers(2))
     objects = pair[i].objects
-    o = _choice(rng, objects)
+    o = choice(rng, objects)
     where = ("left", "right")[i]
     if family == 0:   # A1: "the left image contains a large red circle ."
         return Statement(family, "exist", where, describe(o, _attrs(rng, (2, 3))))
     if family in (1, 2):  # A2 / A3: a relation, or (A3) a binding, in one or both images
         if family == 2:
-            where = _choice(rng, ("both", "exactly_one"))
+            where = choice(rng, ("both", "exactly_one"))
             if rng.random() < 0.5:
                 return Statement(family, "exist", where, describe(o, _attrs(rng, (1, 2, 2))))
-        b = _choice(rng, [x for x in objects if x is not o])
-        rel = _choice(rng, [r for r in RELATIONS if holds(r, o, b)])
+        b = choice(rng, [x for x in objects if x is not o])
+        rel = choice(rng, [r for r in RELATIONS if holds(r, o, b)])
         sizes = (1, 2) if family == 2 else (1, 2, 2)
         return Statement(family, "relation", where, describe(o, _attrs(rng, sizes)), rel,
                          describe(b, _attrs(rng, sizes)))
     if family == 3:   # A4: "the left image has more circles than the right image ."
-        return Statement(family, "more", where, describe(o, (_choice(rng, ("colour", "shape")),)))
+        return Statement(family, "more", where, describe(o, (choice(rng, ("colour", "shape")),)))
     d = describe(o, _attrs(rng, (2,)))  # A5: counts of a bound description
     if rng.random() < 0.5:
         return Statement(family, "more", where, d)
@@ -172,7 +168,7 @@ def perturbations(rng: np.random.Generator, s: Statement, pair: tuple[Scene, Sce
         for a in (d.named() if d else ()):
             values = sorted({getattr(o, a) for o in objects} - {getattr(d, a)})
             if values:
-                out.append(replace(s, **{which: d._replace(**{a: _choice(rng, values)})}))
+                out.append(replace(s, **{which: d._replace(**{a: choice(rng, values)})}))
     if s.form == "relation":
         out += [replace(s, rel=OPPOSITE[s.rel]), replace(s, d1=s.d2, d2=s.d1)]
     if s.form == "exactly":
@@ -199,7 +195,7 @@ def reasoning_group(rng: np.random.Generator, g: int, cfg: DataConfig):
         t = _first(lambda: propose_statement(rng, family, b),
                    lambda x: x.true_on(b) and x.text() != s.text())
         if edits and t is not None:
-            s_edit = _choice(rng, edits)
+            s_edit = choice(rng, edits)
             examples = [((0, 1), s, 1), ((0, 1), s_edit, 0), ((2, 3), s, 0), ((2, 3), t, 1)]
             return [*a, *b], [(k, x.text(), y, family, None) for k, x, y in examples]
     raise RuntimeError(f"reasoning group {g}: no statement found")
@@ -235,10 +231,10 @@ def _some_description(rng: np.random.Generator, scene: Scene, attrs) -> Descript
     in the scene (so that a false description still names colours and shapes present)."""
     u, hidden = rng.random(), scene.hidden_objects
     if u < 0.4 or (u < 0.6 and not hidden):
-        return describe(_choice(rng, scene.visible_objects or scene.objects), attrs)
+        return describe(choice(rng, scene.visible_objects or scene.objects), attrs)
     if u < 0.6:
-        return describe(_choice(rng, hidden), attrs)
-    return Description(**{a: getattr(_choice(rng, scene.objects), a) for a in attrs})
+        return describe(choice(rng, hidden), attrs)
+    return Description(**{a: getattr(choice(rng, scene.objects), a) for a in attrs})
 
 
 BOUNDS = tuple((op, n) for op in ("ge", "le", "eq") for n in (1, 2, 3))  # B4: at least / at most / exactly n
@@ -253,7 +249,7 @@ def hypothesis_skeleton(rng: np.random.Generator, family: int, curtain: bool, ta
         return {"attrs": _attrs(rng, (2, 3))}
     if family == 2:  # "every <attrs> is <predicate>"
         attrs = _attrs(rng, (1, 1, 2))
-        return {"attrs": attrs, "predicate": _choice(rng, [a for a in ATTRIBUTES if a not in attrs])}
+        return {"attrs": attrs, "predicate": choice(rng, [a for a in ATTRIBUTES if a not in attrs])}
     if family == 3:  # the bounds that can take the planned label (see possible_values)
         if curtain and target == "E":    # only "at least n" can be sure of hidden cells
             bounds = BOUNDS[:3]
@@ -261,7 +257,7 @@ def hypothesis_skeleton(rng: np.random.Generator, family: int, curtain: bool, ta
             bounds = BOUNDS[2:]
         else:
             bounds = BOUNDS
-        return {"attrs": _attrs(rng, (1,)), "bound": _choice(rng, bounds)}
+        return {"attrs": _attrs(rng, (1,)), "bound": choice(rng, bounds)}
     return {}
 
 
@@ -275,16 +271,16 @@ def propose_hypothesis(rng: np.random.Generator, family: int, scene: Scene, skel
     if family == 2:   # "every circle is red ." / "every large square is blue ."
         if not scene.visible_objects:
             return None
-        o = _choice(rng, scene.visible_objects)  # at least one visible match: not vacuous
+        o = choice(rng, scene.visible_objects)  # at least one visible match: not vacuous
         a = skeleton["predicate"]
-        value = getattr(o if rng.random() < 0.5 else _choice(rng, scene.objects), a)
+        value = getattr(o if rng.random() < 0.5 else choice(rng, scene.objects), a)
         return f"every {noun(describe(o, skeleton['attrs']))} is {'a ' + value if a == 'shape' else value} .", \
             ("all", ("filter", describe(o, skeleton["attrs"]), ("scene",)), Description(**{a: value}))
     if family == 3:   # "there are at least two red objects ." / at most / exactly
         d, (op, n) = _some_description(rng, scene, skeleton["attrs"]), skeleton["bound"]
         return f"there {'is' if n == 1 else 'are'} {BOUND_WORDS[op]} {counted(n, d)} .", \
             (op, ("count", ("filter", d, ("scene",))), n)
-    rel = _choice(rng, RELATIONS)
+    rel = choice(rng, RELATIONS)
     if family == 4:   # "a red circle is left of a blue square ."
         d1, d2 = _some_description(rng, scene, skeleton["attrs"]), _some_description(rng, scene, _attrs(rng))
         return f"a {noun(d1)} is {REL_TEXT[rel]} a {noun(d2)} .", \
@@ -304,11 +300,11 @@ def _definite(rng: np.random.Generator, scene: Scene) -> Description | None:
     if scene.curtain is not None and rng.random() < 0.5:
         attrs = _attrs(rng, (2, 3))
         if scene.hidden_objects and rng.random() < 0.7:
-            d = describe(_choice(rng, scene.hidden_objects), attrs)
+            d = describe(choice(rng, scene.hidden_objects), attrs)
         else:  # a mix of values seen in the scene
-            d = Description(**{a: getattr(_choice(rng, scene.objects), a) for a in attrs})
+            d = Description(**{a: getattr(choice(rng, scene.objects), a) for a in attrs})
         return None if any(d.matches(o) for o in visible) else d
-    return _reference(rng, scene.visible_references[_choice(rng, visible)]) if visible else None
+    return _reference(rng, scene.visible_references[choice(rng, visible)]) if visible else None
 
 
 def entailment_group(rng: np.random.Generator, g: int, cfg: DataConfig):
@@ -363,7 +359,7 @@ def propose_question(rng: np.random.Generator, family: int, skeleton: dict, targ
     once per question, fixes the attribute C4 / C5 ask for and the attributes C3 names
     (so that they do not depend on the planned answer); target: the planned answer."""
     objects = scene.objects
-    o = _choice(rng, objects)
+    o = choice(rng, objects)
     if family in (0, 1):  # the controls: pick among the values that give the planned answer
         if family == 0 or skeleton["count"] == "colour":  # C1: "is there a red object ?"
             values = [Description(colour=c) for c in colours]
@@ -374,14 +370,14 @@ def propose_question(rng: np.random.Generator, family: int, skeleton: dict, targ
                              else sum(d.matches(x) for x in objects)) == target]
         if not values:
             raise NoCandidate
-        d = _choice(rng, values)
+        d = choice(rng, values)
         if family == 0:
             return f"is there a {noun(d)} ?", ("exist", ("filter", d, ("scene",)))
         return f"how many {noun(d, True)} are there ?", ("count", ("filter", d, ("scene",)))
     if family == 2:   # C3: "is there a large red circle ?"; a "no" still names present values
         attrs = skeleton["attrs"]
         d = describe(o, attrs) if rng.random() < 0.5 else \
-            Description(**{a: getattr(_choice(rng, objects), a) for a in attrs})
+            Description(**{a: getattr(choice(rng, objects), a) for a in attrs})
         return f"is there a {noun(d)} ?", ("exist", ("filter", d, ("scene",)))
     if family == 3:   # C4: "what colour is the large circle ?" (a binding reference if any)
         attr = skeleton["query"]
@@ -395,7 +391,7 @@ def propose_question(rng: np.random.Generator, family: int, skeleton: dict, targ
                 plain.append(d)
         if not binding and not plain:
             raise NoCandidate
-        d = _choice(rng, binding if binding and (rng.random() < 0.8 or not plain) else plain)
+        d = choice(rng, binding if binding and (rng.random() < 0.8 or not plain) else plain)
         return f"what {attr} is the {noun(d)} ?", ("query", attr, ("unique", ("filter", d, ("scene",))))
     if family == 5:   # C6: "how many circles are above the blue triangle ?"
         # Enumerated: every (reference object, relation, description) with the planned
@@ -412,12 +408,12 @@ def propose_question(rng: np.random.Generator, family: int, skeleton: dict, targ
                         options.append((r, rel, d))
         if not options:
             raise NoCandidate
-        r, rel, d = _choice(rng, options)
+        r, rel, d = choice(rng, options)
         ref = _reference(rng, scene.references[r])
         return f"how many {noun(d, True)} are {REL_TEXT[rel]} the {noun(ref)} ?", \
             ("count", ("filter", d, ("relate", rel, ("unique", ("filter", ref, ("scene",))))))
     # C5 and C7 relate to a reference object o: "... left of the red square ?"
-    ref, rel = _reference(rng, scene.references[o]), _choice(rng, RELATIONS)
+    ref, rel = _reference(rng, scene.references[o]), choice(rng, RELATIONS)
     if ref is None:
         return None
     anchor, where = ("unique", ("filter", ref, ("scene",))), f"{REL_TEXT[rel]} the {noun(ref)}"
@@ -425,19 +421,19 @@ def propose_question(rng: np.random.Generator, family: int, skeleton: dict, targ
         attr, related = skeleton["query"], [x for x in objects if holds(rel, x, o)]
         if not related:
             return None
-        t = _choice(rng, related)
+        t = choice(rng, related)
         # The target's description must pick it out among the related objects but not
         # among all objects, or the relation would be redundant (CLEVR's degenerate check).
         options = [d for d in (describe(t, s) for s in ((), ("size",), ("colour",), ("shape",)) if attr not in s)
                    if sum(d.matches(x) for x in related) == 1 and sum(d.matches(x) for x in objects) >= 2]
         if not options:
             return None
-        d = _choice(rng, options)
+        d = choice(rng, options)
         return f"what {attr} is the {noun(d)} {where} ?", \
             ("query", attr, ("unique", ("filter", d, ("relate", rel, anchor))))
     # C7: "is there a yellow object below the small square ?"; described after another
     # object, so such an object exists: only the relation decides.
-    d = describe(_choice(rng, [x for x in objects if x is not o]), _attrs(rng, (1, 1, 2)))
+    d = describe(choice(rng, [x for x in objects if x is not o]), _attrs(rng, (1, 1, 2)))
     return f"is there a {noun(d)} {where} ?", ("exist", ("filter", d, ("relate", rel, anchor)))
 
 
@@ -469,7 +465,7 @@ def vqa_group(rng: np.random.Generator, g: int, cfg: DataConfig):
     for q in range(g * per, (g + 1) * per):
         family, k = q % len(FAMILIES["vqa"]), q // len(FAMILIES["vqa"])
         kinds = ("colour", "shape") if family == 1 else (*ATTRIBUTES, "object")
-        skeleton = {"query": QUERY_ATTRS[k % 3], "attrs": _attrs(rng, (2, 3)), "count": _choice(rng, kinds)}
+        skeleton = {"query": QUERY_ATTRS[k % 3], "attrs": _attrs(rng, (2, 3)), "count": choice(rng, kinds)}
         slots.append((family, vqa_target(family, k), skeleton))
     # The planned counts are the hardest to meet: try them first, to reject a scene early.
     order = sorted(range(per), key=lambda i: slots[i][0] not in COUNT_TARGETS)

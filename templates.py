@@ -24,6 +24,11 @@ TEMPLATE_WORDS = ("a the is are there no every at least most exactly how many wh
                   "than curtain ? .").split()
 
 
+def choice(rng: np.random.Generator, items):
+    """One of `items`, uniformly (2x faster than rng.integers); tasks.py draws with it too."""
+    return items[int(rng.random() * len(items))]
+
+
 def noun(d: Description, plural: bool = False) -> str:
     """'large red circle', 'red objects', 'object'."""
     words = [w for w in (d.size, d.colour, d.shape or "object") if w]
@@ -51,8 +56,7 @@ def caption(rng: np.random.Generator, scene: Scene) -> str:
     for i in range(0, len(picked), 2):
         a = noun(describe(picked[i], ATTRIBUTES))
         if i + 1 < len(picked):
-            true_relations = [r for r in RELATIONS if holds(r, picked[i], picked[i + 1])]
-            rel = true_relations[int(rng.random() * len(true_relations))]  # as tasks._choice
+            rel = choice(rng, [r for r in RELATIONS if holds(r, picked[i], picked[i + 1])])
             a += f" {REL_TEXT[rel]} a {noun(describe(picked[i + 1], ATTRIBUTES))}"
         clauses.append(f"a {a}")
     if scene.curtain is not None:
