@@ -80,6 +80,7 @@ class TrainConfig:
     families: str = ""                   # benchmark: train and test only these question families, e.g. A4_count_control
     curriculum_steps: int = 0            # reasoning: the first N fine-tuning steps use only statements naming the left image first
     eval_every: int = 500                # validate every this many steps (and at the end)
+    pretrain_eval_every: int = 0         # validate pre-training every this many steps (0: as --eval-every); picks its best checkpoint
     eval_batch_size: int = 512           # examples per validation / test forward
     log_every: int = 50                  # write a metrics record every this many steps
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
@@ -145,7 +146,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--curriculum-steps must be in [0, --steps), got {cfg.curriculum_steps}")
     if cfg.curriculum_steps and "reasoning" not in split_list(cfg.tasks):
         raise ValueError("--curriculum-steps orders the reasoning task's statements; --tasks has no reasoning")
-    for name in ("pretrain_steps", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
+    for name in ("pretrain_steps", "pretrain_eval_every", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.temperature <= 0:
@@ -235,7 +236,7 @@ def pretrain(kind, seed, bench, cfg, rt: Runtime, teacher=None, weights=None):
                                          mlm_prob=mlm_prob)
     best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
                               cfg.pretrain_steps, cfg, rt, bench, teacher, weights,
-                              attention_layers(cfg, model.config.n_layer))
+                              attention_layers(cfg, model.config.n_layer), cfg.pretrain_eval_every or cfg.eval_every)
     if rt.main:
         record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
     rt.barrier()

@@ -82,12 +82,12 @@ def train_step(model, batch, task, optimizer, schedule, cfg: TrainConfig, device
 
 
 def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runtime, bench, teacher=None,
-        weights=None, layers=(-1,), stop_after=None):
-    """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every eval_every
-    steps, keeping the best checkpoint apart from the last. A `-last.pt` left by an interrupted run is
+        weights=None, layers=(-1,), eval_every=None, stop_after=None):
+    """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every `eval_every`
+    steps (default cfg.eval_every) and at the end, keeping the best checkpoint apart from the last. A `-last.pt` left by an interrupted run is
     resumed exactly (model, optimiser, schedule, data order, random state). `stop_after` simulates a
     kill after that many steps (for tests). Returns the best checkpoint's path and validation accuracy."""
-    device = rt.device
+    device, eval_every = rt.device, eval_every or cfg.eval_every
     stepper = model
     if rt.world > 1:   # gradients are averaged over processes; heads of other tasks get none, hence find_unused
         stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
@@ -158,7 +158,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                           ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
                 sums, tick = {}, time.perf_counter()
 
-            if step % cfg.eval_every == 0 or step == steps:
+            if step % eval_every == 0 or step == steps:
                 stop_if_not_finite(step, terms)
                 metrics = validate(model)
                 rt.write(kind="val", run=name, step=step, **metrics)

@@ -86,6 +86,7 @@ def test_help_lists_every_field():
     (["--size", "huge"], "--size"),
     (["--batch-size", "-4"], "--batch-size"),
     (["--batch-size", "four"], "--batch-size"),
+    (["--pretrain-eval-every", "-1"], "--pretrain-eval-every"),
     (["--tasks", "captioning"], "--tasks"),
     (["--compile", "maybe"], "--compile"),
     (["--no-such-flag", "1"], "unrecognized"),
@@ -241,6 +242,20 @@ def test_finished_runs_are_skipped_on_a_second_invocation(tmp_path, capsys):
     second = train.main(argv)
     assert first[0]["accuracy"] == second[0]["accuracy"]
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == log_lines   # nothing was retrained
+
+
+@pytest.mark.parametrize("pretrain_every", [None, "2"])
+def test_pretraining_is_validated_every_pretrain_eval_every_steps(pretrain_every, tmp_path):
+    """--pretrain-eval-every sets when pre-training is validated (so which checkpoint is its best), apart
+    from --eval-every; left out, pre-training follows --eval-every as before."""
+    argv = ["--size", "tiny", "--tasks", "vqa", "--rows", "teacher", "--pretrain-steps", "6", "--steps", "6",
+            "--eval-every", "3", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache")] + (["--pretrain-eval-every", pretrain_every] if pretrain_every else [])
+    train.main(argv)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = {run: [r["step"] for r in records if r["kind"] == "val" and r["run"] == run]
+             for run in ("pretrain-teacher-seed0", "vqa-teacher-seed0")}
+    assert steps == {"pretrain-teacher-seed0": [2, 4, 6] if pretrain_every else [3, 6], "vqa-teacher-seed0": [3, 6]}
 
 
 def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
