@@ -146,7 +146,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--curriculum-steps must be in [0, --steps), got {cfg.curriculum_steps}")
     if cfg.curriculum_steps and "reasoning" not in split_list(cfg.tasks):
         raise ValueError("--curriculum-steps orders the reasoning task's statements; --tasks has no reasoning")
-    for name in ("pretrain_steps", "pretrain_eval_every", "soft_weight", "attention_weight", "gt_weight", "weight_decay", "grad_clip"):
+    for name in ("pretrain_steps", "pretrain_eval_every", "soft_weight", "attention_weight", "gt_weight",
+                 "weight_decay", "grad_clip"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.temperature <= 0:
