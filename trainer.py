@@ -86,7 +86,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     """Train `model` for `steps` steps on `batches` (.next(), .state_dict()); validate every `eval_every`
     steps (default cfg.eval_every) and at the end, keeping the best checkpoint apart from the last. A
     `-last.pt` left by an interrupted run is resumed exactly (model, optimiser, schedule, data order,
-    random state). `stop_after` simulates a kill after that many steps (for tests). Returns the best checkpoint's path and validation accuracy."""
+    random state). `stop_after` simulates a kill after that many steps (for tests). Returns the best
+    checkpoint's path and validation accuracy."""
     device, eval_every = rt.device, eval_every or cfg.eval_every
     stepper = model
     if rt.world > 1:   # gradients are averaged over processes; heads of other tasks get none, hence find_unused
