@@ -124,13 +124,20 @@ MERGEABLE = {"train": {"rows", "seeds", "jobs", "out_dir", "resume", "progress",
              "data": {"cache_dir", "workers"}, "real_data": {"loader_workers"}}
 
 
-def experiment_settings(out_dir):
-    """The settings of config.json that change results, {(part, name): value}: every merged folder shares them."""
+def read_config(out_dir) -> dict:
+    """The config.json that train.py wrote into `out_dir`."""
     path = os.path.join(out_dir, "config.json")
     if not os.path.exists(path):
         raise SystemExit(f"error: {out_dir}: no config.json; is it a folder that train.py wrote?")
-    with open(path) as f:
-        config = json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: {path}: not valid JSON ({error})") from None
+
+
+def experiment_settings(config: dict) -> dict:
+    """The settings of a config.json that change results, {(part, name): value}: every merged folder shares them."""
     from train import TrainConfig   # here, not at the top: train.py imports this file
     # a setting missing from an older config.json is a flag added since, which defaults to the old behaviour
     defaults = {"train": TrainConfig(), "data": DataConfig(), "real_data": RealDataConfig()}
@@ -138,18 +145,22 @@ def experiment_settings(out_dir):
             for part, ignored in MERGEABLE.items() for f in dataclasses.fields(defaults[part]) if f.name not in ignored}
 
 
+def differing_flags(config: dict, other: dict) -> list[str]:
+    """The flags, as --names, whose values in two configs would make their runs' results differ."""
+    a, b = experiment_settings(config), experiment_settings(other)
+    return sorted("--" + name.replace("_", "-") for part, name in a.keys() | b.keys()
+                  if a.get((part, name)) != b.get((part, name)))
+
+
 def read_results(out_dirs):
     """The test results of every finished fine-tuning run (runs/*.json) under the given --out-dir folders,
     which must have been trained with the same settings (seeds and the like apart)."""
     results, found_in = [], {}
-    settings = experiment_settings(out_dirs[0])
+    first = read_config(out_dirs[0])
     for out_dir in out_dirs:
-        other = experiment_settings(out_dir)
-        differ = sorted(name for part, name in settings.keys() | other.keys()
-                        if settings.get((part, name)) != other.get((part, name)))
-        if differ:
+        if differ := differing_flags(first, read_config(out_dir)):
             raise SystemExit(f"error: {out_dirs[0]} and {out_dir} were trained with different settings: "
-                             f"{', '.join('--' + k.replace('_', '-') for k in differ)}")
+                             f"{', '.join(differ)}")
         paths = sorted(glob.glob(os.path.join(out_dir, "runs", "*.json")))
         if not paths:
             raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")

@@ -48,7 +48,7 @@ from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from pretrain import ITMBatches, itm_validation_batches
 from trainer import fit
-from report import draw_attention, inference_speedups, results_table
+from report import differing_flags, draw_attention, inference_speedups, read_config, results_table
 
 STUDENT_ROWS = ("dual", "soft", "attention", "soft+attention", "pretrain+dual", "pretrain+soft+attention")
 ROWS = ("teacher",) + STUDENT_ROWS
@@ -314,6 +314,16 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     return bench
 
 
+def check_resumable(out_dir, config) -> None:
+    """Resuming reads back the runs finished in --out-dir as they are: refuse, in one line, a folder whose
+    runs were trained with settings that change results (other seeds and rows are fine)."""
+    if not os.path.exists(os.path.join(out_dir, "config.json")):
+        return
+    if differ := differing_flags(read_config(out_dir), config):
+        raise SystemExit(f"error: --out-dir {out_dir} holds runs trained with other settings ({', '.join(differ)}), "
+                         f"which resuming would reuse as they are: use another --out-dir, or --resume false to retrain")
+
+
 def seed_commands(argv, seeds, out_dir) -> dict:
     """`python train.py <argv> --seeds s` for each seed, into the same --out-dir (runs and checkpoints
     carry the seed in their names), each logging to logs/seed{s}.log; for run_processes."""
@@ -333,6 +343,8 @@ def main(argv=None):
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + argv)
     config = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
               "real_data": dataclasses.asdict(real_cfg), "command": command}
+    if cfg.resume:
+        check_resumable(cfg.out_dir, config)
     if rank == 0:
         prepare_out_dir(cfg.out_dir)
         write_json(os.path.join(cfg.out_dir, "config.json"), config)

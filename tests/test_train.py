@@ -208,6 +208,23 @@ def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
         train.main(common + ["--curriculum-steps", "2"])
 
 
+def test_resuming_into_a_folder_trained_with_other_settings_is_one_clear_line(tmp_path):
+    """Finished runs are reused by name: a folder of other settings is refused, other seeds are not."""
+    run = tmp_path / "run"
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0",
+              "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
+    train.main(common + ["--steps", "2"])
+    train.main(common + ["--steps", "2", "--seeds", "1"])
+    with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
+        train.main(common + ["--steps", "3"])
+    assert json.loads((run / "runs" / "entailment-dual-seed0.json").read_text())["val"] >= 0   # left as it was
+    results = train.main(common + ["--steps", "3", "--resume", "false"])
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3 and len(results) == 1
+    (run / "config.json").write_text("{")
+    with pytest.raises(SystemExit, match="config.json: not valid JSON"):
+        train.main(common + ["--steps", "3"])
+
+
 @pytest.mark.parametrize("figures", ["true", "false"])
 def test_attention_figures_flag(figures, tmp_path):
     out = tmp_path / "run"
