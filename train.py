@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -112,8 +113,17 @@ def real_data_preset(real: RealDataConfig) -> dict:
 def parse_args(argv=None):
     """Flags -> (TrainConfig, DataConfig, RealDataConfig): dataclass defaults, then the size and data
     presets, then explicit flags."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    presets = "\n".join(textwrap.fill(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                {**TRAIN_PRESETS[size], **data_preset(size)}.items()) or "-",
+                                       width=100, initial_indent=f"  {size}: ", subsequent_indent="      ",
+                                       break_on_hyphens=False, break_long_words=False)
+                         for size in TRAIN_PRESETS)
+
+    class Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Defaults after each flag; the description and the presets' lines as written."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Help,
+                                     epilog="The defaults shown are the small size's. --size sets these first, "
+                                            f"then explicit flags apply:\n{presets}")
     add_flags(parser, TrainConfig)
     add_flags(parser, DataConfig)
     add_flags(parser, RealDataConfig)

@@ -80,6 +80,12 @@ def test_help_lists_every_field():
     for cls in (train.TrainConfig, train.DataConfig):
         for f in train.dataclasses.fields(cls):
             assert f"--{f.name.replace('_', '-')}" in text, f"--{f.name} missing from --help"
+    # the defaults shown are the small size's; what each --size sets instead is said too
+    epilog = " ".join(text.split("--size sets these first")[1].split())
+    for size, flags in train.TRAIN_PRESETS.items():
+        preset = epilog.split(f" {size}: ")[1].split(":")[0]   # up to the next size's colon
+        for name, value in {**flags, **train.data_preset(size)}.items():
+            assert f"--{name.replace('_', '-')} {value} " in preset + " ", (size, name)
 
 
 @pytest.mark.parametrize("argv, message", [
