@@ -11,7 +11,7 @@ them. The tasks:
   the VQA soft scores
 plus one caption per image, for image-text matching.
 
-Each task has question *families* (DATASETS.md §3.4-3.6): a template plus a program.
+Each task has question *families* (README, "The benchmark"): a template plus a program.
 The label is always what the program returns on the symbolic scene (programs.execute,
 programs.entailment_label), never string logic. Labels are balanced per family by
 rejection sampling: a text's skeleton (family, bound, which attributes) is drawn first,

@@ -1,6 +1,6 @@
 """Every distillation loss, in plain PyTorch.
 
-DiDE (Wang et al. 2022; METHODS.md section 1): the dual-encoder student learns from the
+DiDE (Wang et al. 2022; README, "The method"): the dual-encoder student learns from the
 fusion teacher's predictions (soft labels) and from its cross-modal attention (CAD):
 
     L = w_soft * L_soft + w_attention * L_CAD + w_gt * L_gt      (released recipe: 1, 1, 0)

@@ -1,5 +1,5 @@
 """Write the built-in benchmark in the official on-disk layouts of VQA v2, NLVR2 and SNLI-VE
-(DATASETS.md §1.1-1.3 and §3.9), so that realdata.py's readers and the training program run
+(README, "Real data sets"), so that realdata.py's readers and the training program run
 end to end on synthetic data, with nothing to download.
 
     python export.py --format all --out exported --size tiny     # exported/{vqav2,nlvr2,snli-ve}/

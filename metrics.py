@@ -109,8 +109,9 @@ def vqa_official_accuracy(prediction: str, gt_answers: list[str]) -> float:
 
 
 def soft_score(count: int) -> float:
-    """BUTD/ViLT training target for an answer given by `count` annotators; equals the
-    official accuracy of predicting it (DATASETS.md §1.3): 0, .3, .6, .9, then 1."""
+    """BUTD/ViLT training target for an answer given by `count` = k of ten annotators: 0, .3, .6,
+    .9, then 1. It equals the official accuracy of predicting that answer,
+    (k min(1, (k-1)/3) + (10-k) min(1, k/3)) / 10, as a test checks."""
     return (0.0, 0.3, 0.6, 0.9)[count] if count < 4 else 1.0  # a table: 0.3 * 3 != 0.9 in floating point
 
 

@@ -1,4 +1,4 @@
-"""Reading the real data sets DiDE is evaluated on: VQA v2, NLVR2 and SNLI-VE (DATASETS.md Part 1).
+"""Reading the real data sets DiDE is evaluated on: VQA v2, NLVR2 and SNLI-VE (README, "Real data sets").
 
 Each reader takes the root folder of a copy you downloaded yourself (nothing here downloads)
 and returns a plain list of example dicts: image path(s), text, label or answers, id. A file

@@ -1,6 +1,6 @@
 """Scenes of coloured shapes on a grid: the grammar, sampling and the renderer.
 
-All three tasks of the benchmark (tasks.py) stand on this file (DATASETS.md Part 3):
+All three tasks of the benchmark (tasks.py) stand on this file:
 
 - `Object` / `Scene`: at most one object per grid cell, each with a shape, a colour and a
   size; a scene may carry a "curtain", a grey hatched rectangle that hides some cells
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("square", "circle", "triangle")
-# Well separated after anti-aliasing (DATASETS.md §3.2); the first num_colours are used.
+# Well separated after anti-aliasing; the first num_colours are used.
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
     "yellow": (230, 200, 40), "purple": (150, 60, 200), "cyan": (40, 190, 200),
@@ -173,7 +173,7 @@ def referring_expressions(obj: Object, objects) -> tuple[list[Description], list
 
     A binding description names two or more attributes, each of which alone would also
     match another object: only their combination picks `obj` out, so a model must bind
-    the attributes to one object ("each attribute alone ambiguous", DATASETS.md §3.3).
+    the attributes to one object (each attribute alone is ambiguous).
     """
     # For each other object, one bit per attribute it shares with obj (in ATTRIBUTES order).
     shares = [(o.size == obj.size) | (o.colour == obj.colour) << 1 | (o.shape == obj.shape) << 2

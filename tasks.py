@@ -1,6 +1,6 @@
 """The three tasks of the built-in benchmark: their question families and generators.
 
-Each task is a list of question *families* (DATASETS.md §3.4-3.6): a template plus a
+Each task is a list of question *families* (README, "The benchmark"): a template plus a
 program. A generator draws a group of examples from one random stream: first the text's
 skeleton (family, bound, which attributes), then scenes and attribute values until the
 planned label comes out, so that the text alone says little about the label. The label

@@ -13,7 +13,7 @@ In pre-training the teacher also predicts masked words of a caption from the ima
 (`MLMHead`, ViLT's masked language modelling; pretrain.py says why).
 
 `cross_modal_attention` splits the joint attention of one layer into the two
-cross-modal blocks DiDE distils (METHODS.md section 1): text-to-image and image-to-text.
+cross-modal blocks DiDE distils (README, "The method"): text-to-image and image-to-text.
 """
 
 import math

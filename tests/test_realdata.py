@@ -62,7 +62,7 @@ def test_accuracy_is_the_leave_one_out_average():
         answers = ["dog"] * k + gts[k:]
         assert vqa_official_accuracy("dog", answers) == pytest.approx(expected)
         assert soft_score(k) == pytest.approx(expected)
-        # the closed form of DATASETS.md §1.3
+        # the closed form: each of the ten leave-one-out subsets, averaged
         assert expected == pytest.approx((k * min(1, (k - 1) / 3) + (10 - k) * min(1, k / 3)) / 10)
     assert soft_score(10) == 1.0
 
