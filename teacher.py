@@ -134,8 +134,9 @@ def cross_modal_attention(text_queries, text_keys, image_queries, image_keys, te
     Log-probabilities come from log_softmax, which stays finite where exp(log) underflows.
     """
     scale = 1.0 / math.sqrt(text_queries.shape[-1])
-    text_to_image = (text_queries.float() @ image_keys.float().transpose(-2, -1)) * scale   # (B, nh, Lt, Nv)
-    image_to_text = (image_queries.float() @ text_keys.float().transpose(-2, -1)) * scale   # (B, nh, Nv, Lt)
+    with torch.autocast(text_queries.device.type, enabled=False):   # autocast would run these matmuls in bf16
+        text_to_image = (text_queries.float() @ image_keys.float().transpose(-2, -1)) * scale   # (B, nh, Lt, Nv)
+        image_to_text = (image_queries.float() @ text_keys.float().transpose(-2, -1)) * scale   # (B, nh, Nv, Lt)
     image_to_text = image_to_text.masked_fill(~text_mask[:, None, None, :], float("-inf"))
     if image_mask is not None:
         text_to_image = text_to_image.masked_fill(~image_mask[:, None, None, :], float("-inf"))

@@ -61,6 +61,21 @@ def test_cad_equals_hand_written_reference_with_padded_patches():
     assert abs(unmasked.item() - loss.item()) > 1e-3   # the reference is not blind to the mask
 
 
+def test_cad_under_bf16_autocast_is_the_fp32_loss():
+    """Under autocast (bf16 training, the GPU default) the cross-modal logits stay fp32: the loss equals
+    the hand-written reference, and two near-equal distributions never give a negative KL."""
+    (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
+    near = [p + 1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) for p in t_parts]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask),
+                                          cross_modal_attention(*s_parts, mask), mask)
+        close = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask),
+                                           cross_modal_attention(*near, mask), mask)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(reference_cad(t_parts, s_parts, mask), rel=1e-4)
+    assert 0 <= close.item() < 1e-4
+
+
 def test_cad_is_zero_for_identical_attention_and_positive_otherwise():
     (parts, mask), (other, _) = random_cross(seed=0), random_cross(seed=1)
     same = cross_modal_attention(*parts, mask)

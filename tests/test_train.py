@@ -1,6 +1,7 @@
 """The training program: it learns, its flags are checked, and it runs end to end at the tiny size."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -279,6 +280,20 @@ def test_pretraining_is_validated_every_pretrain_eval_every_steps(pretrain_every
     steps = {run: [r["step"] for r in records if r["kind"] == "val" and r["run"] == run]
              for run in ("pretrain-teacher-seed0", "vqa-teacher-seed0")}
     assert steps == {"pretrain-teacher-seed0": [2, 4, 6] if pretrain_every else [3, 6], "vqa-teacher-seed0": [3, 6]}
+
+
+def test_bf16_autocast_the_gpu_default_trains_and_distils_on_a_cpu(tmp_path):
+    """--dtype bf16 (what auto means on CUDA): pre-training, fine-tuning and both distillation losses
+    run under autocast and give finite losses and accuracies."""
+    out = tmp_path / "run"
+    results = train.main(["--size", "tiny", "--tasks", "entailment,vqa", "--rows", "soft+attention",
+                          "--pretrain-steps", "2", "--steps", "2", "--eval-every", "2", "--log-every", "1",
+                          "--dtype", "bf16", "--progress", "false", "--speed", "false", "--attention-figures", "false",
+                          "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert all(0 <= r["accuracy"] <= 100 for r in results) and len(results) == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    distilled = [r for r in records if r["kind"] == "train" and r["run"].endswith("soft+attention-seed0")]
+    assert distilled and all(math.isfinite(r["loss"]) and r["attention"] > 0 for r in distilled)
 
 
 def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
