@@ -110,20 +110,24 @@ def real_data_preset(real: RealDataConfig) -> dict:
     return dict(tasks=real.task, pretrain_steps=0, rows=",".join(r for r in ROWS if not r.startswith("pretrain")))
 
 
+def presets_help() -> str:
+    """What each --size sets before the flags given, a paragraph per size, for the end of --help."""
+    def paragraph(size):
+        flags = " ".join(f"--{name.replace('_', '-')} {value}"
+                         for name, value in {**TRAIN_PRESETS[size], **data_preset(size)}.items())
+        return textwrap.fill(flags or "-", width=100, initial_indent=f"  {size}: ", subsequent_indent="      ",
+                             break_on_hyphens=False, break_long_words=False)
+    return "\n".join(paragraph(size) for size in TRAIN_PRESETS)
+
+
 def parse_args(argv=None):
     """Flags -> (TrainConfig, DataConfig, RealDataConfig): dataclass defaults, then the size and data
     presets, then explicit flags."""
-    presets = "\n".join(textwrap.fill(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                {**TRAIN_PRESETS[size], **data_preset(size)}.items()) or "-",
-                                       width=100, initial_indent=f"  {size}: ", subsequent_indent="      ",
-                                       break_on_hyphens=False, break_long_words=False)
-                         for size in TRAIN_PRESETS)
-
     class Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         """Defaults after each flag; the description and the presets' lines as written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Help,
                                      epilog="The defaults shown are the small size's. --size sets these first, "
-                                            f"then explicit flags apply:\n{presets}")
+                                            f"then explicit flags apply:\n{presets_help()}")
     add_flags(parser, TrainConfig)
     add_flags(parser, DataConfig)
     add_flags(parser, RealDataConfig)

@@ -222,9 +222,11 @@ def test_resuming_into_a_folder_trained_with_other_settings_is_one_clear_line(tm
               "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
     train.main(common + ["--steps", "2"])
     train.main(common + ["--steps", "2", "--seeds", "1"])
+    written = lambda: {path.name: path.read_bytes() for path in [run / "config.json", *(run / "runs").iterdir()]}
+    before = written()
     with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
         train.main(common + ["--steps", "3"])
-    assert json.loads((run / "runs" / "entailment-dual-seed0.json").read_text())["val"] >= 0   # left as it was
+    assert written() == before   # nothing touched
     results = train.main(common + ["--steps", "3", "--resume", "false"])
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3 and len(results) == 1
     (run / "config.json").write_text("{")
