@@ -222,7 +222,8 @@ def test_resuming_into_a_folder_trained_with_other_settings_is_one_clear_line(tm
               "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
     train.main(common + ["--steps", "2"])
     train.main(common + ["--steps", "2", "--seeds", "1"])
-    written = lambda: {path.name: path.read_bytes() for path in [run / "config.json", *(run / "runs").iterdir()]}
+    def written():
+        return {path.name: path.read_bytes() for path in [run / "config.json", *(run / "runs").iterdir()]}
     before = written()
     with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
         train.main(common + ["--steps", "3"])
