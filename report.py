@@ -136,13 +136,24 @@ def read_config(out_dir) -> dict:
         raise SystemExit(f"error: {path}: not valid JSON ({error})") from None
 
 
+# A setting missing from an older config.json is a flag added since; the code before it behaved as the
+# flag's default does, except for these.
+BEFORE_THE_FLAG = {("train", "mlm_prob"): 0.0}   # teacher pre-training was ITM alone before --mlm-prob
+
+
 def experiment_settings(config: dict) -> dict:
     """The settings of a config.json that change results, {(part, name): value}: every merged folder shares them."""
     from train import TrainConfig   # here, not at the top: train.py imports this file
-    # a setting missing from an older config.json is a flag added since, which defaults to the old behaviour
     defaults = {"train": TrainConfig(), "data": DataConfig(), "real_data": RealDataConfig()}
-    return {(part, f.name): config.get(part, {}).get(f.name, getattr(defaults[part], f.name))
-            for part, ignored in MERGEABLE.items() for f in dataclasses.fields(defaults[part]) if f.name not in ignored}
+    settings = {}
+    for part, ignored in MERGEABLE.items():
+        for f in dataclasses.fields(defaults[part]):
+            if f.name not in ignored:
+                missing = BEFORE_THE_FLAG.get((part, f.name), getattr(defaults[part], f.name))
+                settings[(part, f.name)] = config.get(part, {}).get(f.name, missing)
+    if not settings[("train", "pretrain_eval_every")]:   # 0: as --eval-every
+        settings[("train", "pretrain_eval_every")] = settings[("train", "eval_every")]
+    return settings
 
 
 def differing_flags(config: dict, other: dict) -> list[str]:

@@ -27,9 +27,9 @@ results.md and attention/*.png.
 
 import argparse
 import dataclasses
+import glob
 import os
 import sys
-import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -110,14 +110,20 @@ def real_data_preset(real: RealDataConfig) -> dict:
     return dict(tasks=real.task, pretrain_steps=0, rows=",".join(r for r in ROWS if not r.startswith("pretrain")))
 
 
-def presets_help() -> str:
+def presets_help(width=80) -> str:
     """What each --size sets before the flags given, a paragraph per size, for the end of --help."""
-    def paragraph(size):
-        flags = " ".join(f"--{name.replace('_', '-')} {value}"
-                         for name, value in {**TRAIN_PRESETS[size], **data_preset(size)}.items())
-        return textwrap.fill(flags or "-", width=100, initial_indent=f"  {size}: ", subsequent_indent="      ",
-                             break_on_hyphens=False, break_long_words=False)
-    return "\n".join(paragraph(size) for size in TRAIN_PRESETS)
+    lines = []
+    for size in TRAIN_PRESETS:
+        flags = [f"--{name.replace('_', '-')} {value}"
+                 for name, value in {**TRAIN_PRESETS[size], **data_preset(size)}.items()]
+        line = f"  {size}:"
+        for flag in flags or ["-"]:
+            if len(line) + 1 + len(flag) > width:   # a flag and its value stay on one line
+                lines.append(line)
+                line = "     "
+            line += " " + flag
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def parse_args(argv=None):
@@ -126,7 +132,7 @@ def parse_args(argv=None):
     class Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         """Defaults after each flag; the description and the presets' lines as written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Help,
-                                     epilog="The defaults shown are the small size's. --size sets these first, "
+                                     epilog="The defaults shown are the small size's. --size sets these first,\n"
                                             f"then explicit flags apply:\n{presets_help()}")
     add_flags(parser, TrainConfig)
     add_flags(parser, DataConfig)
@@ -251,7 +257,7 @@ def pretrain(kind, seed, bench, cfg, rt: Runtime, teacher=None, weights=None):
                                          mlm_prob=mlm_prob)
     best_path, best_val = fit(name, model, "itm", batches, lambda m: evaluate_itm(m, val_batches, cfg, device),
                               cfg.pretrain_steps, cfg, rt, bench, teacher, weights,
-                              attention_layers(cfg, model.config.n_layer), cfg.pretrain_eval_every or cfg.eval_every)
+                              attention_layers(cfg, model.config.n_layer), cfg.pretrain_eval_every)
     if rt.main:
         record_run(cfg.out_dir, name, {"checkpoint": best_path, "val": best_val})
     rt.barrier()
@@ -328,14 +334,16 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     return bench
 
 
-def check_resumable(out_dir, config) -> None:
-    """Resuming reads back the runs finished in --out-dir as they are: refuse, in one line, a folder whose
-    runs were trained with settings that change results (other seeds and rows are fine)."""
-    if not os.path.exists(os.path.join(out_dir, "config.json")):
+def check_same_experiment(out_dir, config) -> None:
+    """Runs are found by name, and a folder's table reads all of them: refuse, in one line, a folder that
+    holds runs (finished or stopped) trained with settings that change results. Other seeds and rows may
+    join; a folder with no run yet (e.g. a start that failed on a data path) takes any settings."""
+    trained = [*glob.glob(os.path.join(out_dir, "runs", "*.json")), *glob.glob(os.path.join(out_dir, "checkpoints", "*.pt"))]
+    if not trained or not os.path.exists(os.path.join(out_dir, "config.json")):
         return
     if differ := differing_flags(read_config(out_dir), config):
         raise SystemExit(f"error: --out-dir {out_dir} holds runs trained with other settings ({', '.join(differ)}), "
-                         f"which resuming would reuse as they are: use another --out-dir, or --resume false to retrain")
+                         f"which would be reused and mixed into this table: use another --out-dir")
 
 
 def seed_commands(argv, seeds, out_dir) -> dict:
@@ -357,8 +365,7 @@ def main(argv=None):
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + argv)
     config = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
               "real_data": dataclasses.asdict(real_cfg), "command": command}
-    if cfg.resume:
-        check_resumable(cfg.out_dir, config)
+    check_same_experiment(cfg.out_dir, config)
     if rank == 0:
         prepare_out_dir(cfg.out_dir)
         write_json(os.path.join(cfg.out_dir, "config.json"), config)

@@ -1,5 +1,6 @@
 """The training program: it learns, its flags are checked, and it runs end to end at the tiny size."""
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import train
 import trainer
 from batches import names_left_image_first
 from data import Tokenizer
+from realdata import DataError
 from distill import ground_truth_loss
 from runtime import Runtime, run_processes, shard
 from model import DualEncoder, model_config
@@ -215,24 +217,48 @@ def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
         train.main(common + ["--curriculum-steps", "2"])
 
 
-def test_resuming_into_a_folder_trained_with_other_settings_is_one_clear_line(tmp_path):
-    """Finished runs are reused by name: a folder of other settings is refused, other seeds are not."""
+def test_a_folder_trained_with_other_settings_is_refused_in_one_clear_line(tmp_path):
+    """Finished runs are reused by name: a folder of other settings is refused (also with --resume false,
+    which would leave the other seeds' runs beside the new ones), other seeds are not."""
     run = tmp_path / "run"
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0",
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--eval-every", "2",
               "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
     train.main(common + ["--steps", "2"])
     train.main(common + ["--steps", "2", "--seeds", "1"])
+    train.main(common + ["--steps", "2", "--pretrain-eval-every", "2"])   # 0 means as --eval-every: the same
+
     def written():
         return {path.name: path.read_bytes() for path in [run / "config.json", *(run / "runs").iterdir()]}
     before = written()
-    with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
-        train.main(common + ["--steps", "3"])
-    assert written() == before   # nothing touched
-    results = train.main(common + ["--steps", "3", "--resume", "false"])
-    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3 and len(results) == 1
+    for other in (["--steps", "3"], ["--steps", "3", "--resume", "false"]):
+        with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
+            train.main(common + other)
+        assert written() == before   # nothing touched
     (run / "config.json").write_text("{")
     with pytest.raises(SystemExit, match="config.json: not valid JSON"):
         train.main(common + ["--steps", "3"])
+
+
+def test_a_folder_with_no_run_yet_takes_other_settings(tmp_path):
+    """A start that failed before training (here: a data path) leaves config.json but no run; fixing the
+    flag and starting again is not refused."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--steps", "2", "--progress", "false",
+              "--speed", "false", "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    data = ["--data", "snli-ve", "--pretrain-steps", "0", "--rows", "dual"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not found"):
+        train.main(common + data + ["--data-dir", str(tmp_path / "empty")])
+    assert (tmp_path / "run" / "config.json").exists()
+    train.main(common + ["--pretrain-steps", "0"])
+
+
+def test_config_without_a_later_flag_reads_as_the_code_before_it():
+    """An older config.json lacks flags added since: --mlm-prob's absence means ITM-only pre-training."""
+    from report import differing_flags
+    new = {"train": dataclasses.asdict(train.TrainConfig()), "data": {}, "real_data": {}}
+    old = {"train": {k: v for k, v in new["train"].items() if k != "mlm_prob"}, "data": {}, "real_data": {}}
+    assert differing_flags(old, new) == ["--mlm-prob"]
+    assert differing_flags(old, {**new, "train": {**new["train"], "mlm_prob": 0.0}}) == []
 
 
 @pytest.mark.parametrize("figures", ["true", "false"])
