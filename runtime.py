@@ -128,7 +128,11 @@ def run_processes(commands: dict, jobs: int, say) -> None:
     same way; a failure raises SystemExit naming its log."""
     waiting, running = list(commands), {}       # running: name -> process
     env = shared_cpu_environment(min(jobs, len(commands)))
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt here, set explicitly: a process started from a script in
+    # the background inherits SIGINT ignored, and would never pass a Ctrl-C on.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
@@ -155,5 +159,5 @@ def run_processes(commands: dict, jobs: int, say) -> None:
             process.send_signal(signal.SIGINT)
         for process in running.values():
             process.wait()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

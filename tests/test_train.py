@@ -441,14 +441,16 @@ def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
 
 def test_ctrl_c_under_jobs_stops_every_seed_saved_and_exits_with_a_message(tmp_path):
     """--jobs 2: Ctrl-C reaches the parent only; it passes it on, each seed saves, and the parent
-    exits with one message, not a stack trace."""
+    exits with one message, not a stack trace. The parent is started with SIGINT ignored, as a shell
+    starts a command in the background: train.py must still hear it."""
     import signal
     import time
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
                                 "--pretrain-steps", "0", "--steps", "100000", "--log-every", "5", "--seeds", "0,1",
                                 "--jobs", "2", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
 
     def runs_logged():   # the runs with a record in metrics.jsonl; a line still being written is skipped
         path, runs = out / "metrics.jsonl", set()
