@@ -244,7 +244,7 @@ def test_a_folder_with_no_run_yet_takes_other_settings(tmp_path):
     flag and starting again is not refused."""
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--steps", "2", "--progress", "false",
               "--speed", "false", "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
-    data = ["--data", "snli-ve", "--pretrain-steps", "0", "--rows", "dual"]
+    data = ["--data", "snli-ve", "--pretrain-steps", "0"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="not found"):
         train.main(common + data + ["--data-dir", str(tmp_path / "empty")])
