@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -53,7 +53,7 @@ TASKS = ("reasoning", "entailment", "vqa")
 SPLITS = ("train", "val", "test")
 SOFT_SCORE = (0.0, 0.3, 0.6, 0.9, 1.0)  # VQA score of an answer given by 0, 1, 2, 3, >=4 annotators
 GROUPS_PER_CHUNK = 100                # groups per task given to a worker process
-VERSION = 2                           # bump when generation changes, to invalidate caches
+VERSION = 3                           # bump when generation or the cached fields change, to invalidate caches
 
 
 @dataclass
@@ -186,6 +186,7 @@ class RawSplit:
     family: torch.Tensor         # long [N]
     text_ids: torch.Tensor       # long [N, l], padded to the longest text of the split
     caption_ids: torch.Tensor    # long [N_img, l]
+    curtain: torch.Tensor        # bool [N_img]: a curtain hides some of the image's cells (entailment)
     texts: list[str]             # statement / hypothesis / question per example
     captions: list[str]          # one per image
     annotators: torch.Tensor | None = None  # vqa: long [N, 10] answer indices
@@ -243,6 +244,7 @@ def generate_split(cfg: DataConfig, task: str, split: str, progress: bool = Fals
         labels=torch.tensor([r[2] for r in rows], dtype=torch.long),
         family=torch.tensor([r[3] for r in rows], dtype=torch.long),
         text_ids=text_ids, caption_ids=caption_ids, texts=texts, captions=captions, scenes=scenes,
+        curtain=torch.tensor([s.curtain is not None for s in scenes], dtype=torch.bool),
         annotators=torch.tensor([[answers.index(a) for a in r[4]] for r in rows], dtype=torch.long)
         if task == "vqa" else None)
 
@@ -271,7 +273,8 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
     atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))
     texts = {"texts": raw.texts, "captions": raw.captions}
     atomic_write(stem + ".json", lambda f: f.write(json.dumps(texts).encode()))
-    tensors = {k: getattr(raw, k) for k in ("image_index", "labels", "family", "text_ids", "caption_ids", "annotators")}
+    tensors = {k: getattr(raw, k) for k in ("image_index", "labels", "family", "text_ids", "caption_ids", "curtain",
+                                          "annotators")}
     atomic_write(stem + ".pt", lambda f: torch.save(tensors, f))
     return raw
 
@@ -295,6 +298,7 @@ class TaskSplit:
     family_names: list[str]
     texts: list[str]
     vqa_scores: torch.Tensor | None = None  # float [N, A] VQA soft scores (vqa only)
+    curtain: torch.Tensor | None = None     # bool [N]: the example's image has a curtain (entailment only)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -312,7 +316,8 @@ class TaskSplit:
         rows = keep.nonzero().flatten().tolist()
         return replace(self, image_index=self.image_index[keep], text_ids=self.text_ids[keep],
                        labels=self.labels[keep], family=self.family[keep], texts=[self.texts[i] for i in rows],
-                       vqa_scores=None if self.vqa_scores is None else self.vqa_scores[keep])
+                       vqa_scores=None if self.vqa_scores is None else self.vqa_scores[keep],
+                       curtain=None if self.curtain is None else self.curtain[keep])
 
 
 @dataclass
@@ -381,7 +386,8 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
             bench.splits[t][s] = TaskSplit(
                 t, images[start: start + len(r.images)], r.image_index, _pad(r.text_ids, r.texts, cfg.max_text_len),
                 r.labels, r.family, list(FAMILIES[t]), r.texts,
-                vqa_soft_scores(r.annotators, len(bench.answers)) if t == "vqa" else None)
+                vqa_soft_scores(r.annotators, len(bench.answers)) if t == "vqa" else None,
+                r.curtain[r.image_index[:, 0]] if t == "entailment" else None)
             start += len(r.images)
         captions = [c for t in tasks for c in raw[t].captions]
         caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len) for t in tasks])
@@ -396,8 +402,34 @@ def label_name(bench: Benchmark, task: str, label: int) -> str:
             else bench.answers)[label]
 
 
+def text_only_baseline(train: TaskSplit, test: TaskSplit, with_curtain: bool = False) -> dict:
+    """The test accuracy (%) of a rule that reads the text and not the image, like SNLI's hypothesis-only
+    baselines: the most frequent training label of the same text (of its family when the text was never
+    seen; else label 0). `with_curtain` (entailment): the rule also knows whether the image has a curtain.
+    VQA: the VQA score of that answer. {"all": %; with_curtain adds "image without curtain", "image with
+    curtain"}."""
+    def key(split, i, text):   # the text (or family), and the curtain when the rule may know it
+        return (text, bool(split.curtain[i]) if with_curtain else None)
+    votes = defaultdict(Counter)   # (text or family, curtain) -> label counts
+    for i, (text, family, label) in enumerate(zip(train.texts, train.family.tolist(), train.labels.tolist())):
+        votes[key(train, i, text)][label] += 1
+        votes[key(train, i, family)][label] += 1
+    scores = []                    # (score of the rule's label, curtain)
+    for i, (text, family, label) in enumerate(zip(test.texts, test.family.tolist(), test.labels.tolist())):
+        counts = votes.get(key(test, i, text)) or votes.get(key(test, i, family))
+        guess = counts.most_common(1)[0][0] if counts else 0
+        score = float(test.vqa_scores[i, guess]) if test.vqa_scores is not None else float(guess == label)
+        scores.append((score, key(test, i, None)[1]))
+    result = {"all": 100 * sum(s for s, _ in scores) / len(scores)}
+    for name, curtain in (("image without curtain", False), ("image with curtain", True)):
+        if with_curtain and any(c == curtain for _, c in scores):
+            result[name] = 100 * sum(s for s, c in scores if c == curtain) / sum(c == curtain for _, c in scores)
+    return result
+
+
 def report(bench: Benchmark, examples: int = 3) -> str:
-    """Per task: sizes, then per family the count and label distribution of the training set."""
+    """Per task: sizes, per family the count and label distribution of the training set, and what a
+    rule reading only the text scores on the test set."""
     lines = []
     for task, splits in bench.splits.items():
         sizes = ", ".join(f"{s} {len(x)} ex / {len(x.images)} img" for s, x in splits.items())
@@ -408,6 +440,10 @@ def report(bench: Benchmark, examples: int = 3) -> str:
             shares = Counter(label_name(bench, task, y) for y in labels).most_common(6)
             shares = " ".join(f"{k}:{100 * v / max(1, len(labels)):.0f}%" for k, v in shares)
             lines.append(f"  {name:22s} {len(labels):6d}  {shares}")
+        baseline = text_only_baseline(train, splits["test"], with_curtain=train.curtain is not None)
+        lines.append("  text-only baseline on test (each text's majority training label"
+                     + (", knowing whether there is a curtain" if train.curtain is not None else "") + "): "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in baseline.items()))
         for i in range(examples):
             lines.append(f"  e.g. {train.texts[i]!r} -> {label_name(bench, task, int(train.labels[i]))}")
     lines.append("== captions: " + ", ".join(f"{s} {len(c)}" for s, c in bench.captions.items())

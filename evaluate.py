@@ -1,7 +1,8 @@
 """Evaluation: accuracy on a whole split, overall and broken down; and the cross-modal attention.
 
 The built-in benchmark reports accuracy per family of questions (which families the dual
-encoder solves and which need fusion). Real data sets report what their papers do:
+encoder solves and which need fusion) and, for entailment, on images with and without a curtain
+(without one only entailment and contradiction are possible: does the model read the image?). Real data sets report what their papers do:
 VQA v2 the VQA score per answer type, NLVR2 accuracy and consistency, SNLI-VE accuracy.
 `attention_agreement` says how diffuse the teacher's cross-modal attention is and how close a
 student's virtual attention comes to it, on test examples.
@@ -83,6 +84,10 @@ def evaluate(model, split, task, cfg, rt):
         family = split.family.to(device)
         per_family = {name: 100 * correct[seen & (family == i)].mean().item()
                       for i, name in enumerate(split.family_names) if (seen & (family == i)).any()}
+        if getattr(split, "curtain", None) is not None:   # entailment: without a curtain only E and C are possible
+            for name, where in (("image without curtain", ~split.curtain), ("image with curtain", split.curtain)):
+                if (seen & where).any():
+                    per_family[name] = 100 * correct[seen & where].mean().item()
     return {"accuracy": 100 * correct[seen].mean().item(), "per_family": per_family}
 
 

@@ -41,6 +41,7 @@ def results_table(results, tasks, rows, seeds, speedups=None):
 
     def cell(task, row, family=None):
         runs = [by[(task, row, s)] for s in seeds if (task, row, s) in by]
+        runs = [r for r in runs if family is None or family in r["per_family"]]  # older runs lack newer breakdowns
         return mean_std([r["accuracy"] if family is None else r["per_family"][family] for r in runs], len(seeds))
 
     speed_head = " | inference speed-up |" if speedups else " |"

@@ -27,8 +27,8 @@ import scenes  # noqa: E402
 import tasks  # noqa: E402
 import templates  # noqa: E402
 from batches import CurriculumBatches, make_batch, names_left_image_first  # noqa: E402
-from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, Tokenizer, build_benchmark,  # noqa: E402
-                  generate_split, vqa_soft_scores)
+from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, TaskSplit, Tokenizer,  # noqa: E402
+                  build_benchmark, generate_split, text_only_baseline, vqa_soft_scores)
 from evaluate import vqa_accuracy  # noqa: E402
 
 NUMBERS = {w: i for i, w in enumerate(templates.NUMBER_WORDS)}
@@ -233,6 +233,17 @@ def test_entailment_labels_agree_with_brute_force(raw):
     assert all(checked[f] >= 40 for f in range(len(FAMILIES["entailment"]))), checked
 
 
+def test_each_entailment_example_knows_whether_its_image_has_a_curtain(raw, bench):
+    """The flag the curtain breakdown of the results reads: from the scene, and only there is "neutral" possible."""
+    r = raw[1]["entailment"]
+    assert r.curtain.any() and not r.curtain.all()
+    split = bench.splits["entailment"]["train"]
+    neutral = split.labels == programs.ENTAILMENT_LABELS.index("neutral")
+    assert split.curtain[neutral].all() and neutral[split.curtain].any()
+    assert set(split.labels[~split.curtain].tolist()) == {programs.ENTAILMENT_LABELS.index(x)
+                                                               for x in ("entailment", "contradiction")}
+
+
 def test_vqa_answers_agree_with_an_independent_check(raw):
     cfg, splits = raw
     r, answers = splits["vqa"], tasks.answer_vocabulary(cfg)
@@ -412,6 +423,7 @@ def test_cache_hit_returns_identical_data(bench, monkeypatch):
             a, b = bench.splits[task][s], again.splits[task][s]
             assert torch.equal(a.images, b.images) and torch.equal(a.text_ids, b.text_ids)
             assert torch.equal(a.labels, b.labels) and a.texts == b.texts
+            assert (a.curtain is None) == (task != "entailment") and (a.curtain is None or torch.equal(a.curtain, b.curtain))
     assert again.captions["train"].texts == bench.captions["train"].texts
     assert not [f for f in os.listdir(bench.config.cache_dir) if f.endswith(".tmp")]
 
@@ -533,3 +545,24 @@ def test_curriculum_batches_switch_after_their_steps_and_resume_exactly():
     resumed = CurriculumBatches(Stream("first"), Stream("then"), steps=2)
     resumed.load_state_dict(batches.state_dict())
     assert [resumed.next() for _ in range(3)] == [("first", 2), ("then", 1), ("then", 2)]
+
+
+def hand_split(texts, families, labels, curtain=None, vqa_scores=None):
+    n = len(texts)
+    return TaskSplit("entailment", torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.zeros(n, 1, dtype=torch.long),
+                     torch.zeros(n, 2, dtype=torch.long), torch.tensor(labels), torch.tensor(families), ["F0", "F1"],
+                     texts, vqa_scores, None if curtain is None else torch.tensor(curtain))
+
+
+def test_text_only_baseline_counted_by_hand():
+    train = hand_split(["a", "a", "a", "b", "b"], [0, 0, 0, 1, 1], [1, 1, 0, 2, 2], curtain=[1, 1, 0, 0, 0])
+    test = hand_split(["a", "b", "c", "d"], [0, 1, 0, 1], [1, 0, 0, 2], curtain=[0, 1, 1, 0])
+    # a -> 1 (right), b -> 2 (wrong), unseen c -> family 0's majority 1 (wrong), unseen d -> family 1's 2 (right)
+    assert text_only_baseline(train, test) == {"all": 50.0}
+    # keyed by the curtain: ("a", no curtain) -> 0 (wrong); ("b", curtain) unseen -> (family 1, curtain) unseen
+    # -> label 0 (right); ("c", curtain) -> (family 0, curtain) -> 1 (wrong); ("d", no curtain) -> 2 (right)
+    assert text_only_baseline(train, test, with_curtain=True) == {
+        "all": 50.0, "image without curtain": 50.0, "image with curtain": 50.0}
+    scores = torch.tensor([[0.0, 0.3, 1.0]] * 4)   # VQA: the soft score of the guessed answer
+    vqa = replace(test, vqa_scores=scores)
+    assert text_only_baseline(train, vqa)["all"] == pytest.approx(100 * (0.3 + 1.0 + 0.3 + 1.0) / 4)

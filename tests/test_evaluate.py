@@ -2,6 +2,7 @@
 against hand-written sums and the training loss, unchanged by padding and by batching."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ import torch
 from batches import make_batch
 from data import Tokenizer, TaskSplit
 from distill import DistillWeights, dide_loss
-from evaluate import attention_agreement, entropy_rows
+from evaluate import attention_agreement, entropy_rows, evaluate
 from model import DualEncoder, model_config
+from runtime import Runtime
 from teacher import FusionEncoder, freeze
 from train import TrainConfig
 
@@ -83,3 +85,19 @@ def test_only_the_first_examples_are_read_and_modes_are_kept():
     assert student.training and not teacher.training
     teacher_only = attention_agreement(teacher, None, split, "entailment", cfg, CPU)
     assert set(teacher_only["text_to_image"]) == {"teacher_entropy"}
+
+
+def test_entailment_accuracy_with_and_without_a_curtain_is_counted_by_hand():
+    split, teacher, _ = split_and_models(n=10)
+    split = replace(split, labels=torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(1)),
+                    curtain=torch.tensor([True, False] * 5))
+    with torch.no_grad():
+        right = (teacher(make_batch(split, torch.arange(10)), "entailment").logits.argmax(-1) == split.labels).tolist()
+    scores = evaluate(teacher, split, "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
+    with_curtain, without = [r for r, c in zip(right, split.curtain) if c], [r for r, c in zip(right, split.curtain) if not c]
+    assert scores["per_family"]["image with curtain"] == pytest.approx(100 * sum(with_curtain) / 5)
+    assert scores["per_family"]["image without curtain"] == pytest.approx(100 * sum(without) / 5)
+    only_curtained = evaluate(teacher, split.select(split.curtain), "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
+    assert "image without curtain" not in only_curtained["per_family"]   # no row of no examples
+    assert "image with curtain" not in evaluate(teacher, replace(split, curtain=None), "entailment",
+                                                TrainConfig(size="tiny"), Runtime(CPU, log=None))["per_family"]

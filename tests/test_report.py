@@ -87,3 +87,11 @@ def test_the_gap_table_takes_each_seeds_share_of_its_own_gap_and_skips_gaps_with
     assert "| gap, teacher - dual | 20.0 ± 0.0 | 1.0 (n=1) |" in table
     assert "| soft: gap closed | 50.0 ± 35.4 | - |" in table
     assert "gap closed" not in report.results_table(results, ["vqa"], ["teacher", "soft"], [0, 1])   # no dual row
+
+
+def test_a_breakdown_that_older_runs_lack_averages_the_runs_that_have_it():
+    results = [result("entailment", "teacher", 0, 60.0, {"B1": 60.0}),
+               result("entailment", "teacher", 1, 64.0, {"B1": 64.0, "image with curtain": 58.0})]
+    table = report.results_table(results, ["entailment"], ["teacher"], [0, 1])
+    assert "| B1 | 62.0 ± 2.8 |" in table
+    assert "| image with curtain | 58.0 (n=1) |" in table
