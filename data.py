@@ -408,22 +408,23 @@ def text_only_baseline(train: TaskSplit, test: TaskSplit, with_curtain: bool = F
     seen; else label 0). `with_curtain` (entailment): the rule also knows whether the image has a curtain.
     VQA: the VQA score of that answer. {"all": %; with_curtain adds "image without curtain", "image with
     curtain"}."""
-    def key(split, i, text):   # the text (or family), and the curtain when the rule may know it
-        return (text, bool(split.curtain[i]) if with_curtain else None)
-    votes = defaultdict(Counter)   # (text or family, curtain) -> label counts
+    def curtain(split, i):   # what the rule knows of the image: whether it has a curtain, or nothing
+        return bool(split.curtain[i]) if with_curtain else None
+    votes = defaultdict(Counter)   # (text or family, curtain) -> training label counts
     for i, (text, family, label) in enumerate(zip(train.texts, train.family.tolist(), train.labels.tolist())):
-        votes[key(train, i, text)][label] += 1
-        votes[key(train, i, family)][label] += 1
-    scores = []                    # (score of the rule's label, curtain)
+        for what in (text, family):
+            votes[(what, curtain(train, i))][label] += 1
+    scores = defaultdict(list)     # curtain -> the rule's score on each test example
     for i, (text, family, label) in enumerate(zip(test.texts, test.family.tolist(), test.labels.tolist())):
-        counts = votes.get(key(test, i, text)) or votes.get(key(test, i, family))
+        counts = votes.get((text, curtain(test, i))) or votes.get((family, curtain(test, i)))
         guess = counts.most_common(1)[0][0] if counts else 0
         score = float(test.vqa_scores[i, guess]) if test.vqa_scores is not None else float(guess == label)
-        scores.append((score, key(test, i, None)[1]))
-    result = {"all": 100 * sum(s for s, _ in scores) / len(scores)}
-    for name, curtain in (("image without curtain", False), ("image with curtain", True)):
-        if with_curtain and any(c == curtain for _, c in scores):
-            result[name] = 100 * sum(s for s, c in scores if c == curtain) / sum(c == curtain for _, c in scores)
+        scores[curtain(test, i)].append(score)
+    every = [score for part in scores.values() for score in part]
+    result = {"all": 100 * sum(every) / len(every)}
+    for name, part in (("image without curtain", False), ("image with curtain", True)):
+        if scores.get(part):
+            result[name] = 100 * sum(scores[part]) / len(scores[part])
     return result
 
 

@@ -1,11 +1,12 @@
 """Evaluation: accuracy on a whole split, overall and broken down; and the cross-modal attention.
 
 The built-in benchmark reports accuracy per family of questions (which families the dual
-encoder solves and which need fusion) and, for entailment, on images with and without a curtain
-(without one only entailment and contradiction are possible: does the model read the image?). Real data sets report what their papers do:
-VQA v2 the VQA score per answer type, NLVR2 accuracy and consistency, SNLI-VE accuracy.
-`attention_agreement` says how diffuse the teacher's cross-modal attention is and how close a
-student's virtual attention comes to it, on test examples.
+encoder solves and which need fusion) and, for entailment, on images with and without a
+curtain (without one only entailment and contradiction are possible: does the model read the
+image?). Real data sets report what their papers do: VQA v2 the VQA score per answer type,
+NLVR2 accuracy and consistency, SNLI-VE accuracy. `attention_agreement` says how diffuse the
+teacher's cross-modal attention is and how close a student's virtual attention comes to it,
+on test examples.
 """
 
 import os
