@@ -438,6 +438,8 @@ def report(bench: Benchmark, examples: int = 3) -> str:
         train = splits["train"]
         for f, name in enumerate(train.family_names):
             labels = train.labels[train.family == f].tolist()
+            if not labels:   # a family left out by --families
+                continue
             shares = Counter(label_name(bench, task, y) for y in labels).most_common(6)
             shares = " ".join(f"{k}:{100 * v / max(1, len(labels)):.0f}%" for k, v in shares)
             lines.append(f"  {name:22s} {len(labels):6d}  {shares}")
@@ -481,13 +483,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(DATA_SIZES), default="small", help="named preset (default: small)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
+    parser.add_argument("--families", default="", help="report only these question families, as train.py's --families")
     parser.add_argument("--sheet", default="", help="save a PNG contact sheet of validation examples here")
     add_flags(parser, DataConfig)  # every field, overriding the preset
     args = parser.parse_args()
     cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)})
+    families = [f for f in args.families.split(",") if f]
+    if unknown := set(families) - {f for names in FAMILIES.values() for f in names}:
+        parser.error(f"--families: unknown {', '.join(sorted(unknown))}")
     start = time.time()
     bench = build_benchmark(cfg, tasks=args.tasks.split(","))
     print(f"built in {time.time() - start:.1f} s")
+    for task, splits in bench.splits.items():
+        if chosen := [f for f in families if f in FAMILIES[task]]:
+            bench.splits[task] = {name: split.subset(chosen) for name, split in splits.items()}
     print(report(bench))
     if args.sheet:
         contact_sheet(bench, args.sheet)

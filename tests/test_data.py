@@ -566,3 +566,16 @@ def test_text_only_baseline_counted_by_hand():
     scores = torch.tensor([[0.0, 0.3, 1.0]] * 4)   # VQA: the soft score of the guessed answer
     vqa = replace(test, vqa_scores=scores)
     assert text_only_baseline(train, vqa)["all"] == pytest.approx(100 * (0.3 + 1.0 + 0.3 + 1.0) / 4)
+
+
+def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_path, monkeypatch, capsys):
+    argv = ["data.py", "--size", "tiny", "--tasks", "entailment", "--cache-dir", str(tmp_path), "--workers", "1"]
+    monkeypatch.setattr(sys, "argv", argv + ["--families", "B1_exist,B2_not_exist"])
+    data.main()
+    out = capsys.readouterr().out
+    assert "B1_exist" in out and "B2_not_exist" in out and "B5_relation_exist" not in out
+    assert "text-only baseline on test" in out and "image without curtain" in out
+    monkeypatch.setattr(sys, "argv", argv + ["--families", "B1_exists"])
+    with pytest.raises(SystemExit):
+        data.main()
+    assert "--families: unknown B1_exists" in capsys.readouterr().err
