@@ -186,7 +186,7 @@ class RawSplit:
     family: torch.Tensor         # long [N]
     text_ids: torch.Tensor       # long [N, l], padded to the longest text of the split
     caption_ids: torch.Tensor    # long [N_img, l]
-    curtain: torch.Tensor        # bool [N_img]: a curtain hides some of the image's cells (entailment)
+    curtain: torch.Tensor        # bool [N_img]: a curtain hides some cells (all False outside entailment)
     texts: list[str]             # statement / hypothesis / question per example
     captions: list[str]          # one per image
     annotators: torch.Tensor | None = None  # vqa: long [N, 10] answer indices
@@ -386,8 +386,8 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
             bench.splits[t][s] = TaskSplit(
                 t, images[start: start + len(r.images)], r.image_index, _pad(r.text_ids, r.texts, cfg.max_text_len),
                 r.labels, r.family, list(FAMILIES[t]), r.texts,
-                vqa_soft_scores(r.annotators, len(bench.answers)) if t == "vqa" else None,
-                r.curtain[r.image_index[:, 0]] if t == "entailment" else None)
+                vqa_scores=vqa_soft_scores(r.annotators, len(bench.answers)) if t == "vqa" else None,
+                curtain=r.curtain[r.image_index[:, 0]] if t == "entailment" else None)   # bool [N], of its image
             start += len(r.images)
         captions = [c for t in tasks for c in raw[t].captions]
         caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len) for t in tasks])
@@ -408,38 +408,39 @@ def text_only_baseline(train: TaskSplit, test: TaskSplit, with_curtain: bool = F
     seen; else label 0). `with_curtain` (entailment): the rule also knows whether the image has a curtain.
     VQA: the VQA score of that answer. {"all": %; with_curtain adds "image without curtain", "image with
     curtain"}."""
-    def curtain(split, i):   # what the rule knows of the image: whether it has a curtain, or nothing
-        return bool(split.curtain[i]) if with_curtain else None
-    votes = defaultdict(Counter)   # (text or family, curtain) -> training label counts
-    for i, (text, family, label) in enumerate(zip(train.texts, train.family.tolist(), train.labels.tolist())):
-        for what in (text, family):
-            votes[(what, curtain(train, i))][label] += 1
-    scores = defaultdict(list)     # curtain -> the rule's score on each test example
-    for i, (text, family, label) in enumerate(zip(test.texts, test.family.tolist(), test.labels.tolist())):
-        counts = votes.get((text, curtain(test, i))) or votes.get((family, curtain(test, i)))
-        guess = counts.most_common(1)[0][0] if counts else 0
+    def curtains(split):   # what the rule sees of each image: whether it has a curtain, or nothing
+        return split.curtain.tolist() if with_curtain else [None] * len(split)
+    by_text, by_family = defaultdict(Counter), defaultdict(Counter)   # (text or family, curtain) -> label counts
+    for text, family, curtain, label in zip(train.texts, train.family.tolist(), curtains(train), train.labels.tolist()):
+        by_text[(text, curtain)][label] += 1
+        by_family[(family, curtain)][label] += 1
+    scores = defaultdict(list)     # curtain (None: not known) -> the rule's score on each test example
+    for i, (text, family, curtain, label) in enumerate(zip(test.texts, test.family.tolist(), curtains(test),
+                                                            test.labels.tolist())):
+        counts = by_text.get((text, curtain)) or by_family.get((family, curtain)) or Counter({0: 1})
+        guess = counts.most_common(1)[0][0]
         score = float(test.vqa_scores[i, guess]) if test.vqa_scores is not None else float(guess == label)
-        scores[curtain(test, i)].append(score)
+        scores[curtain].append(score)
     every = [score for part in scores.values() for score in part]
-    result = {"all": 100 * sum(every) / len(every)}
+    result = {"all": 100 * sum(every) / max(1, len(every))}
     for name, part in (("image without curtain", False), ("image with curtain", True)):
         if scores.get(part):
             result[name] = 100 * sum(scores[part]) / len(scores[part])
     return result
 
 
-def report(bench: Benchmark, examples: int = 3) -> str:
+def report(bench: Benchmark, examples: int = 3, families=()) -> str:
     """Per task: sizes, per family the count and label distribution of the training set, and what a
-    rule reading only the text scores on the test set."""
+    rule reading only the text scores on the test set. `families`: only these (as chosen by --families)."""
     lines = []
     for task, splits in bench.splits.items():
         sizes = ", ".join(f"{s} {len(x)} ex / {len(x.images)} img" for s, x in splits.items())
         lines.append(f"== {task}: {sizes}")
         train = splits["train"]
         for f, name in enumerate(train.family_names):
-            labels = train.labels[train.family == f].tolist()
-            if not labels:   # a family left out by --families
+            if families and name not in families:
                 continue
+            labels = train.labels[train.family == f].tolist()
             shares = Counter(label_name(bench, task, y) for y in labels).most_common(6)
             shares = " ".join(f"{k}:{100 * v / max(1, len(labels)):.0f}%" for k, v in shares)
             lines.append(f"  {name:22s} {len(labels):6d}  {shares}")
@@ -488,16 +489,18 @@ def main() -> None:
     add_flags(parser, DataConfig)  # every field, overriding the preset
     args = parser.parse_args()
     cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)})
-    families = [f for f in args.families.split(",") if f]
-    if unknown := set(families) - {f for names in FAMILIES.values() for f in names}:
-        parser.error(f"--families: unknown {', '.join(sorted(unknown))}")
+    tasks, families = args.tasks.split(","), [f for f in args.families.split(",") if f]
+    if unknown := set(families) - {f for t in tasks for f in FAMILIES.get(t, ())}:
+        parser.error(f"--families: {', '.join(sorted(unknown))} not a family of --tasks {args.tasks}")
+    if families and not all(set(families) & set(FAMILIES.get(t, ())) for t in tasks):
+        parser.error(f"--families {args.families} leaves a task of --tasks {args.tasks} with no family")
     start = time.time()
-    bench = build_benchmark(cfg, tasks=args.tasks.split(","))
+    bench = build_benchmark(cfg, tasks=tasks)
     print(f"built in {time.time() - start:.1f} s")
     for task, splits in bench.splits.items():
         if chosen := [f for f in families if f in FAMILIES[task]]:
             bench.splits[task] = {name: split.subset(chosen) for name, split in splits.items()}
-    print(report(bench))
+    print(report(bench, families=families))
     if args.sheet:
         contact_sheet(bench, args.sheet)
         print(f"contact sheet: {args.sheet}")

@@ -47,7 +47,8 @@ def shard_of(split: RealSplit, rt):
 @torch.no_grad()
 def evaluate(model, split, task, cfg, rt):
     """Accuracy on a whole split (VQA: the VQA score of the arg-max answer, the official formula over
-    the ten annotators), in %: {"accuracy", "per_family"}. Examples whose images could not be read
+    the ten annotators), in %: {"accuracy", "per_family"}; per_family also holds, for benchmark
+    entailment, "image without curtain" and "image with curtain". Examples whose images could not be read
     (real data, --missing-images skip) are left out of both. Real data is shared out among the
     processes (photographs are slow to decode); the benchmark, on the device, is not."""
     model.eval()
@@ -86,7 +87,8 @@ def evaluate(model, split, task, cfg, rt):
         per_family = {name: 100 * correct[seen & (family == i)].mean().item()
                       for i, name in enumerate(split.family_names) if (seen & (family == i)).any()}
         if getattr(split, "curtain", None) is not None:   # entailment: without a curtain only E and C are possible
-            for name, where in (("image without curtain", ~split.curtain), ("image with curtain", split.curtain)):
+            curtain = split.curtain.to(device)            # bool (N,)
+            for name, where in (("image without curtain", ~curtain), ("image with curtain", curtain)):
                 if (seen & where).any():
                     per_family[name] = 100 * correct[seen & where].mean().item()
     return {"accuracy": 100 * correct[seen].mean().item(), "per_family": per_family}

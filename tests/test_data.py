@@ -549,20 +549,22 @@ def test_curriculum_batches_switch_after_their_steps_and_resume_exactly():
 
 def hand_split(texts, families, labels, curtain=None, vqa_scores=None):
     n = len(texts)
-    return TaskSplit("entailment", torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.zeros(n, 1, dtype=torch.long),
-                     torch.zeros(n, 2, dtype=torch.long), torch.tensor(labels), torch.tensor(families), ["F0", "F1"],
-                     texts, vqa_scores, None if curtain is None else torch.tensor(curtain))
+    return TaskSplit("entailment", images=torch.zeros(1, 4, 4, 3, dtype=torch.uint8),
+                     image_index=torch.zeros(n, 1, dtype=torch.long), text_ids=torch.zeros(n, 2, dtype=torch.long),
+                     labels=torch.tensor(labels), family=torch.tensor(families), family_names=["F0", "F1"],
+                     texts=texts, vqa_scores=vqa_scores,
+                     curtain=None if curtain is None else torch.tensor(curtain, dtype=torch.bool))
 
 
 def test_text_only_baseline_counted_by_hand():
     train = hand_split(["a", "a", "a", "b", "b"], [0, 0, 0, 1, 1], [1, 1, 0, 2, 2], curtain=[1, 1, 0, 0, 0])
-    test = hand_split(["a", "b", "c", "d"], [0, 1, 0, 1], [1, 0, 0, 2], curtain=[0, 1, 1, 0])
-    # a -> 1 (right), b -> 2 (wrong), unseen c -> family 0's majority 1 (wrong), unseen d -> family 1's 2 (right)
-    assert text_only_baseline(train, test) == {"all": 50.0}
-    # keyed by the curtain: ("a", no curtain) -> 0 (wrong); ("b", curtain) unseen -> (family 1, curtain) unseen
-    # -> label 0 (right); ("c", curtain) -> (family 0, curtain) -> 1 (wrong); ("d", no curtain) -> 2 (right)
+    test = hand_split(["a", "b", "c", "d"], [0, 1, 0, 1], [1, 2, 0, 2], curtain=[0, 1, 1, 0])
+    # a -> 1 (right), b -> 2 (right), unseen c -> family 0's majority 1 (wrong), unseen d -> family 1's 2 (right)
+    assert text_only_baseline(train, test) == {"all": 75.0}
+    # keyed by the curtain: ("a", no curtain) -> 0 (wrong); ("b", curtain) unseen, (family 1, curtain) unseen
+    # -> label 0 (wrong); ("c", curtain) -> (family 0, curtain) -> 1 (wrong); ("d", no curtain) -> 2 (right)
     assert text_only_baseline(train, test, with_curtain=True) == {
-        "all": 50.0, "image without curtain": 50.0, "image with curtain": 50.0}
+        "all": 25.0, "image without curtain": 50.0, "image with curtain": 0.0}
     scores = torch.tensor([[0.0, 0.3, 1.0]] * 4)   # VQA: the soft score of the guessed answer
     vqa = replace(test, vqa_scores=scores)
     assert text_only_baseline(train, vqa)["all"] == pytest.approx(100 * (0.3 + 1.0 + 0.3 + 1.0) / 4)
@@ -575,7 +577,13 @@ def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_p
     out = capsys.readouterr().out
     assert "B1_exist" in out and "B2_not_exist" in out and "B5_relation_exist" not in out
     assert "text-only baseline on test" in out and "image without curtain" in out
-    monkeypatch.setattr(sys, "argv", argv + ["--families", "B1_exists"])
+    for families, error in (("B1_exists", "B1_exists not a family of --tasks entailment"),
+                            ("A1_binding", "A1_binding not a family of --tasks entailment")):
+        monkeypatch.setattr(sys, "argv", argv + ["--families", families])
+        with pytest.raises(SystemExit):
+            data.main()
+        assert error in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", argv + ["--tasks", "entailment,vqa", "--families", "B1_exist"])  # the last --tasks
     with pytest.raises(SystemExit):
         data.main()
-    assert "--families: unknown B1_exists" in capsys.readouterr().err
+    assert "leaves a task of --tasks entailment,vqa with no family" in capsys.readouterr().err

@@ -89,14 +89,16 @@ def test_only_the_first_examples_are_read_and_modes_are_kept():
 
 def test_entailment_accuracy_with_and_without_a_curtain_is_counted_by_hand():
     split, teacher, _ = split_and_models(n=10)
-    split = replace(split, labels=torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(1)),
-                    curtain=torch.tensor([True, False] * 5))
     with torch.no_grad():
-        right = (teacher(make_batch(split, torch.arange(10)), "entailment").logits.argmax(-1) == split.labels).tolist()
+        predicted = teacher(make_batch(split, torch.arange(10)), "entailment").logits.argmax(-1)   # (10,)
+    curtain = torch.tensor([True, False] * 5)
+    # labels right on 4 of the 5 images with a curtain and on 1 of the 5 without: 80 and 20
+    right = torch.tensor([True, False, True, False, True, True, True, False, False, False])
+    split = replace(split, labels=torch.where(right, predicted, (predicted + 1) % 3), curtain=curtain)
     scores = evaluate(teacher, split, "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
-    with_curtain, without = [r for r, c in zip(right, split.curtain) if c], [r for r, c in zip(right, split.curtain) if not c]
-    assert scores["per_family"]["image with curtain"] == pytest.approx(100 * sum(with_curtain) / 5)
-    assert scores["per_family"]["image without curtain"] == pytest.approx(100 * sum(without) / 5)
+    assert scores["per_family"]["image with curtain"] == pytest.approx(80.0)
+    assert scores["per_family"]["image without curtain"] == pytest.approx(20.0)
+    assert scores["accuracy"] == pytest.approx(50.0)
     only_curtained = evaluate(teacher, split.select(split.curtain), "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
     assert "image without curtain" not in only_curtained["per_family"]   # no row of no examples
     assert "image with curtain" not in evaluate(teacher, replace(split, curtain=None), "entailment",
