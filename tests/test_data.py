@@ -27,8 +27,9 @@ import scenes  # noqa: E402
 import tasks  # noqa: E402
 import templates  # noqa: E402
 from batches import CurriculumBatches, make_batch, names_left_image_first  # noqa: E402
+from benchmark_report import text_only_baseline  # noqa: E402
 from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, TaskSplit, Tokenizer,  # noqa: E402
-                  build_benchmark, generate_split, text_only_baseline, vqa_soft_scores)
+                  build_benchmark, generate_split, vqa_soft_scores)
 from evaluate import vqa_accuracy  # noqa: E402
 
 NUMBERS = {w: i for i, w in enumerate(templates.NUMBER_WORDS)}
