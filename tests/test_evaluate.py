@@ -95,11 +95,12 @@ def test_entailment_accuracy_with_and_without_a_curtain_is_counted_by_hand():
     # labels right on 4 of the 5 images with a curtain and on 1 of the 5 without: 80 and 20
     right = torch.tensor([True, False, True, False, True, True, True, False, False, False])
     split = replace(split, labels=torch.where(right, predicted, (predicted + 1) % 3), curtain=curtain)
-    scores = evaluate(teacher, split, "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
+    cfg, rt = TrainConfig(size="tiny"), Runtime(CPU, log=None)
+    scores = evaluate(teacher, split, "entailment", cfg, rt)
     assert scores["per_family"]["image with curtain"] == pytest.approx(80.0)
     assert scores["per_family"]["image without curtain"] == pytest.approx(20.0)
     assert scores["accuracy"] == pytest.approx(50.0)
-    only_curtained = evaluate(teacher, split.select(split.curtain), "entailment", TrainConfig(size="tiny"), Runtime(CPU, log=None))
+    only_curtained = evaluate(teacher, split.select(split.curtain), "entailment", cfg, rt)
     assert "image without curtain" not in only_curtained["per_family"]   # no row of no examples
-    assert "image with curtain" not in evaluate(teacher, replace(split, curtain=None), "entailment",
-                                                TrainConfig(size="tiny"), Runtime(CPU, log=None))["per_family"]
+    no_flag = evaluate(teacher, replace(split, curtain=None), "entailment", cfg, rt)   # e.g. reasoning, VQA
+    assert "image with curtain" not in no_flag["per_family"]
