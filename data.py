@@ -44,7 +44,8 @@ from tqdm import tqdm
 
 from checkpoint import atomic_write
 from scenes import Scene, SceneConfig, render_batch
-from tasks import FAMILIES, IMAGE_PLAN, answer_vocabulary, entailment_group, reasoning_group, vqa_group
+from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
+                   vqa_group)
 from templates import caption, lexicon
 
 TASKS = ("reasoning", "entailment", "vqa")
@@ -407,10 +408,10 @@ def main() -> None:
     args = parser.parse_args()
     cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)})
     tasks, families = args.tasks.split(","), [f for f in args.families.split(",") if f]
-    if unknown := set(families) - {f for t in tasks for f in FAMILIES.get(t, ())}:
-        parser.error(f"--families: {', '.join(sorted(unknown))} not a family of --tasks {args.tasks}")
-    if families and not all(set(families) & set(FAMILIES.get(t, ())) for t in tasks):
-        parser.error(f"--families {args.families} leaves a task of --tasks {args.tasks} with no family")
+    try:
+        check_families(families, tasks)
+    except ValueError as error:
+        parser.error(str(error))
     start = time.time()
     bench = build_benchmark(cfg, tasks=tasks)
     print(f"built in {time.time() - start:.1f} s")

@@ -43,6 +43,17 @@ TRIES = 40                            # proposals per example before a scene is 
 ATTEMPTS = 30                         # scenes per group with the planned labels (then VQA takes any count)
 
 
+def check_families(families: list[str], tasks: list[str]) -> None:
+    """--families (train.py and data.py): each must be a family of one of `tasks`, and leave every task one."""
+    known = [f for t in tasks if t in FAMILIES for f in FAMILIES[t]]
+    for family in families:
+        if family not in known:
+            raise ValueError(f"--families: {family!r} is not a family of --tasks {','.join(tasks)}; "
+                             f"choose from {known}")
+    if families and not all(set(families) & set(FAMILIES.get(t, ())) for t in tasks):
+        raise ValueError(f"--families {','.join(families)} leaves a task of --tasks {','.join(tasks)} with no family")
+
+
 def _weighted(rng: np.random.Generator, weights: dict):
     """A key of `weights`, drawn in proportion to its value."""
     u = rng.random() * sum(weights.values())

@@ -40,7 +40,7 @@ from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, pr
 from config import add_flags, given_values
 from batches import CurriculumBatches, TaskBatches, names_left_image_first
 from data import TASKS, DataConfig, build_benchmark, data_preset
-from tasks import FAMILIES
+from tasks import FAMILIES, check_families
 from distill import DistillWeights
 from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
@@ -196,12 +196,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     n_layer = model_config(cfg.size).n_layer
     if any(not -n_layer <= layer < n_layer for layer in layers):
         raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
-    known = [f for t in split_list(cfg.tasks) if t in FAMILIES for f in FAMILIES[t]]
-    for family in split_list(cfg.families):
-        if family not in known:
-            raise ValueError(f"--families: {family!r} is not a family of --tasks {cfg.tasks}; choose from {known}")
-    if cfg.families and not all(set(split_list(cfg.families)) & set(FAMILIES[t]) for t in split_list(cfg.tasks)):
-        raise ValueError(f"--families {cfg.families} leaves a task of --tasks {cfg.tasks} with no family")
+    check_families(split_list(cfg.families), split_list(cfg.tasks))
     if cfg.dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
 

@@ -579,8 +579,8 @@ def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_p
     out = capsys.readouterr().out
     assert "B1_exist" in out and "B2_not_exist" in out and "B5_relation_exist" not in out
     assert "text-only baseline on test" in out and "image without curtain" in out
-    for families, error in (("B1_exists", "B1_exists not a family of --tasks entailment"),
-                            ("A1_binding", "A1_binding not a family of --tasks entailment")):
+    for families, error in (("B1_exists", "'B1_exists' is not a family of --tasks entailment"),
+                            ("A1_binding", "'A1_binding' is not a family of --tasks entailment")):
         monkeypatch.setattr(sys, "argv", argv + ["--families", families])
         with pytest.raises(SystemExit):
             data.main()
