@@ -140,6 +140,8 @@ def read_config(out_dir) -> dict:
 # A setting missing from an older config.json is a flag added since; the code before it behaved as the
 # flag's default does, except for these.
 BEFORE_THE_FLAG = {("train", "mlm_prob"): 0.0}   # teacher pre-training was ITM alone before --mlm-prob
+# Settings that name a file or folder: "data/vqa", "./data/vqa/" and its absolute path are one setting.
+PATHS = (("real_data", "data_dir"), ("real_data", "image_dir"), ("real_data", "vocab"))
 
 
 def experiment_settings(config: dict) -> dict:
@@ -154,6 +156,9 @@ def experiment_settings(config: dict) -> dict:
                 settings[(part, f.name)] = config.get(part, {}).get(f.name, missing)
     if not settings[("train", "pretrain_eval_every")]:   # 0: as --eval-every
         settings[("train", "pretrain_eval_every")] = settings[("train", "eval_every")]
+    for key in PATHS:
+        if settings[key]:
+            settings[key] = os.path.abspath(settings[key])
     return settings
 
 
@@ -170,7 +175,7 @@ def read_results(out_dirs):
     results, found_in = [], {}
     first = read_config(out_dirs[0])
     for out_dir in out_dirs:
-        if differ := differing_flags(first, read_config(out_dir)):
+        if out_dir != out_dirs[0] and (differ := differing_flags(first, read_config(out_dir))):
             raise SystemExit(f"error: {out_dirs[0]} and {out_dir} were trained with different settings: "
                              f"{', '.join(differ)}")
         paths = sorted(glob.glob(os.path.join(out_dir, "runs", "*.json")))

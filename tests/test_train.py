@@ -261,6 +261,18 @@ def test_config_without_a_later_flag_reads_as_the_code_before_it():
     assert differing_flags(old, {**new, "train": {**new["train"], "mlm_prob": 0.0}}) == []
 
 
+def test_one_data_folder_spelt_two_ways_is_one_setting(tmp_path, monkeypatch):
+    """--data-dir vqa, ./vqa/ and its absolute path name one folder; another folder is another setting."""
+    from report import differing_flags
+    monkeypatch.chdir(tmp_path)
+
+    def config(data_dir):
+        return {"train": {}, "data": {}, "real_data": {"data": "vqav2", "data_dir": data_dir}}
+    assert differing_flags(config("vqa"), config("./vqa/")) == []
+    assert differing_flags(config("vqa"), config(str(tmp_path / "vqa"))) == []
+    assert differing_flags(config("vqa"), config("vqa2")) == ["--data-dir"]
+
+
 @pytest.mark.parametrize("figures", ["true", "false"])
 def test_attention_figures_flag(figures, tmp_path):
     out = tmp_path / "run"
