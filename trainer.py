@@ -104,6 +104,10 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     best_val, start = -1.0, 1
     if cfg.resume and os.path.exists(last_path):
         state = load_weights(model, last_path, expect=model.config, tokenizer=bench.tokenizer)
+        saved_on = "cuda" if state.get("cuda_rng") is not None else "cpu"
+        if saved_on != device.type:   # CPU and CUDA random streams differ: the batch order cannot go on
+            raise SystemExit(f"error: {last_path} was saved on {saved_on}, and this run is on {device.type}: "
+                             f"resume it on {saved_on} (--device), or start again (--resume false)")
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         try:

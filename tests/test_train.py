@@ -217,6 +217,22 @@ def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
         train.main(common + ["--curriculum-steps", "2"])
 
 
+def test_resuming_on_another_kind_of_device_is_one_clear_line(tmp_path):
+    """A run stopped on a GPU cannot go on, on a CPU, with the same batch order (the random streams differ):
+    one line that says so, not a stack trace from the generator."""
+    common = ["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
+              "--batch-size", "8", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
+              "--cache-dir", str(tmp_path / "cache")]
+    stop_after(3, common)
+    path = tmp_path / "run" / "checkpoints" / "reasoning-dual-seed0-last.pt"
+    state = torch.load(path, weights_only=True)
+    state["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)   # what a CUDA generator's state looks like
+    torch.save(state, path)
+    with pytest.raises(SystemExit, match="saved on cuda, and this run is on cpu"):
+        train.main(common)
+    train.main(common + ["--resume", "false"])
+
+
 def test_a_folder_trained_with_other_settings_is_refused_in_one_clear_line(tmp_path):
     """Finished runs are reused by name: a folder of other settings is refused (also with --resume false,
     which would leave the other seeds' runs beside the new ones), other seeds are not."""
