@@ -36,12 +36,14 @@ from teacher import FusionEncoder, freeze
 from batches import TaskBatches
 from config import add_flags, given_values
 from data import DataConfig, TaskSplit, data_preset
-from runtime import autocast_for, resolve_device
+from runtime import allow_tf32, autocast_for, resolve_device, uses_bf16
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
 
-# Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+# Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation. The first key
+# found in the device's name wins: the PCIe and NVL cards before the SXM ones that share their names.
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H100": 989.0, "H200": 989.0,
+                    "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
 
 
 @dataclass
@@ -104,10 +106,8 @@ def flops_per_sample(cfg, text_len):
             "head": head}
 
 
-def gpu_peak(device):
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
+def gpu_peak(name: str) -> float | None:
+    """The dense bf16 peak of the GPU called `name` (torch.cuda.get_device_name), None if unknown."""
     return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
@@ -149,7 +149,9 @@ def run(cfg: BenchConfig):
     B, L, task = cfg.batch_size, cfg.text_len, "entailment"
     batch = random_batch(mcfg, B, L, device)
     flops = flops_per_sample(mcfg, L)
-    peak = gpu_peak(device)
+    # a fraction of the bf16 peak only for bf16 runs: fp32 has another, lower peak
+    peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" and uses_bf16(cfg, device) else None
+    allow_tf32(device)   # as train.py: the fp32 matmuls that training runs on TF32 are timed on TF32
     rows = []
 
     def row(name, model, ms, samples, flops_per_sample, unit="pairs"):

@@ -30,10 +30,20 @@ def resolve_device(cfg):
     return device
 
 
+def uses_bf16(cfg, device) -> bool:
+    return cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+
+
 def autocast_for(cfg, device):
     """bf16 autocast on CUDA (matmuls in bf16, soft-max and LayerNorm in fp32), plain fp32 on CPU."""
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg, device) else nullcontext()
+
+
+def allow_tf32(device) -> None:
+    """On CUDA, let fp32 matmuls (the attention-distillation logits, all of --dtype fp32) use TF32 tensor cores."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 @dataclass

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, run_processes, setup_distributed
+from runtime import Runtime, allow_tf32, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values
@@ -365,9 +365,7 @@ def main(argv=None):
         prepare_out_dir(cfg.out_dir)
         write_json(os.path.join(cfg.out_dir, "config.json"), config)
     rt = Runtime(device, MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl")), rank, world)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    allow_tf32(device)
 
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
     if cfg.jobs > 1 and len(seeds) > 1:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 import bench
@@ -24,6 +25,14 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
 def test_flop_count_matches_a_hand_count():
     # one layer, width 4, ratio 4, 2 tokens: per token 2*(4+8)*16 = 384 FLOPs, so 768, plus 2*2*2*2*4 = 64 for attention
     assert bench.encoder_flops(1, 4, 4, 2) == 768 + 64
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                        ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.0), ("NVIDIA H200 NVL", 835.0),
+                                        ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10", 125.0), ("Tesla T4", None)])
+def test_each_gpu_gets_its_own_data_sheet_peak(name, peak):
+    """The PCIe and NVL cards are not read as the SXM ones whose names they contain; an unknown GPU has none."""
+    assert bench.gpu_peak(name) == peak
 
 
 def test_benchmark_batches_come_from_uint8_images_at_the_benchmarks_resolution():
