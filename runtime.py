@@ -78,11 +78,11 @@ def setup_distributed(cfg):
     world, device = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(cfg)
     if world == 1:
         return 0, 1, device
-    # An hour, not NCCL's default ten minutes: rank 0 alone renders the benchmark's cache once.
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
-    if device.type == "cuda":
+    if device.type == "cuda":   # each process its own GPU, chosen before NCCL starts
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    # An hour, not NCCL's default ten minutes: rank 0 alone renders the benchmark's cache once.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     if cfg.batch_size % world:
         raise SystemExit(f"error: --batch-size {cfg.batch_size} must be divisible by the {world} processes")
     return dist.get_rank(), world, device
