@@ -394,6 +394,13 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
     return bench
 
 
+def only_families(splits: dict, task: str, families: list[str]) -> dict:
+    """A task's splits ({name: TaskSplit}) cut to those of `families` (--families) that are the task's
+    own; all of its examples when none are."""
+    chosen = [f for f in families if f in FAMILIES[task]]
+    return {name: split.subset(chosen) for name, split in splits.items()} if chosen else splits
+
+
 # ---------------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -416,8 +423,7 @@ def main() -> None:
     bench = build_benchmark(cfg, tasks=tasks)
     print(f"built in {time.time() - start:.1f} s")
     for task, splits in bench.splits.items():
-        if chosen := [f for f in families if f in FAMILIES[task]]:
-            bench.splits[task] = {name: split.subset(chosen) for name, split in splits.items()}
+        bench.splits[task] = only_families(splits, task, families)
     print(report(bench, families=families))
     if args.sheet:
         contact_sheet(bench, args.sheet)

@@ -39,8 +39,8 @@ from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, pr
                         write_json)
 from config import add_flags, given_values
 from batches import CurriculumBatches, TaskBatches, names_left_image_first
-from data import TASKS, DataConfig, build_benchmark, data_preset
-from tasks import FAMILIES, check_families
+from data import TASKS, DataConfig, build_benchmark, data_preset, only_families
+from tasks import check_families
 from distill import DistillWeights
 from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
@@ -321,10 +321,9 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     bench = build_benchmark(data_cfg, tasks=split_list(cfg.tasks), progress=cfg.progress and rt.main)
     if rt.main:
         rt.barrier()
-    for task in bench.splits:   # the whole benchmark lives on the device: a batch is tensor indexing, no loader
-        families = [f for f in split_list(cfg.families) if f in FAMILIES[task]]
-        bench.splits[task] = {name: (split.subset(families) if families else split).to(rt.device)
-                              for name, split in bench.splits[task].items()}
+    for task, splits in bench.splits.items():   # the whole benchmark lives on the device: a batch is tensor indexing
+        bench.splits[task] = {name: split.to(rt.device)
+                              for name, split in only_families(splits, task, split_list(cfg.families)).items()}
     bench.captions = {name: split.to(rt.device) for name, split in bench.captions.items()}
     return bench
 
