@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import torch
 
 from distill import DistillWeights
-from model import DualEncoder, model_config
+from model import MODEL_SIZES, DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from batches import TaskBatches
 from config import add_flags, given_values
 from data import DataConfig, TaskSplit, data_preset
-from runtime import allow_tf32, autocast_for, resolve_device, uses_bf16
+from runtime import allow_tf32, autocast_for, check_device_flag, resolve_device, uses_bf16
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
 
@@ -48,7 +48,7 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H
 
 @dataclass
 class BenchConfig:
-    size: str = "small"                # model size: tiny, small, vilt-b32
+    size: str = "small"                # model size: tiny, mini, small, vilt-b32
     batch_size: int = 256              # pairs (or questions) per timed call
     text_len: int = 16                 # tokens per text, [CLS] and [SEP] included
     vocab_size: int = 128              # word vocabulary of the random models
@@ -270,7 +270,8 @@ def markdown(rows, cfg, device, peak):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> BenchConfig:
+    """Flags -> BenchConfig; a bad value exits with one line naming the flag."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flags(parser, BenchConfig)
@@ -278,6 +279,21 @@ def main(argv=None):
     for name in ("batch_size", "text_len", "repeats", "questions_per_image", "retrieval_images", "retrieval_texts"):
         if getattr(cfg, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.warmup < 0:
+        parser.error(f"--warmup must not be negative, got {cfg.warmup}")
+    if cfg.size not in MODEL_SIZES:
+        parser.error(f"--size: unknown size {cfg.size!r}; choose one of {', '.join(MODEL_SIZES)}")
+    if cfg.dtype not in ("auto", "bf16", "fp32"):
+        parser.error(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
+    try:
+        check_device_flag(cfg.device)
+    except ValueError as error:
+        parser.error(str(error))
+    return cfg
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
     rows, device, peak = run(cfg)
     table = markdown(rows, cfg, device, peak)
     print(table)

@@ -403,31 +403,40 @@ def only_families(splits: dict, task: str, families: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------- main
 
-def main() -> None:
+def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
+    """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
     from config import add_flags, given_values  # flags from the dataclass, as train.py does
-    from benchmark_report import contact_sheet, report   # here: it imports this file
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(DATA_SIZES), default="small", help="named preset (default: small)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
     parser.add_argument("--families", default="", help="report only these question families, as train.py's --families")
     parser.add_argument("--sheet", default="", help="save a PNG contact sheet of validation examples here")
     add_flags(parser, DataConfig)  # every field, overriding the preset
-    args = parser.parse_args()
-    cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)})
+    args = parser.parse_args(argv)
     tasks, families = args.tasks.split(","), [f for f in args.families.split(",") if f]
     try:
+        cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)}).validate()
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"--tasks: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
         check_families(families, tasks)
     except ValueError as error:
         parser.error(str(error))
+    return cfg, tasks, families, args.sheet
+
+
+def main(argv=None) -> None:
+    from benchmark_report import contact_sheet, report   # here: it imports this file
+    cfg, tasks, families, sheet = parse_args(argv)
     start = time.time()
     bench = build_benchmark(cfg, tasks=tasks)
     print(f"built in {time.time() - start:.1f} s")
     for task, splits in bench.splits.items():
         bench.splits[task] = only_families(splits, task, families)
     print(report(bench, families=families))
-    if args.sheet:
-        contact_sheet(bench, args.sheet)
-        print(f"contact sheet: {args.sheet}")
+    if sheet:
+        contact_sheet(bench, sheet)
+        print(f"contact sheet: {sheet}")
 
 
 if __name__ == "__main__":

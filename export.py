@@ -209,7 +209,8 @@ def export(fmt: str, root, data_cfg: DataConfig, limit: int | None = None, progr
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)} or all")
 
 
-def main(argv=None) -> Path:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Flags -> namespace with .format, .out, .limit, .old_keys, .list_format and .data_config."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=[*FORMATS, "all"], help="which layout to write")
     parser.add_argument("--out", required=True, help="output folder, created if missing")
@@ -224,8 +225,16 @@ def main(argv=None) -> Path:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit}: must be >= 1")
-    cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)})
-    root = export(args.format, args.out, cfg, args.limit, True, args.old_keys, args.list_format)
+    try:
+        args.data_config = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)}).validate()
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    root = export(args.format, args.out, args.data_config, args.limit, True, args.old_keys, args.list_format)
     print(f"wrote {args.format} to {root}")
     return root
 

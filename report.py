@@ -223,13 +223,16 @@ def inference_speedups(cfg, bench, device):
     return {"teacher": "1.0x", "student": f"{rate['student'] / rate['teacher']:.1f}x (images pre-computed)"}
 
 
-def main(argv=None):
+def parse_args(argv=None) -> list[str]:
     """The table of finished runs, from one or more --out-dir folders (e.g. seeds trained on different machines)."""
-    from train import ROWS
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(description=parse_args.__doc__)
     parser.add_argument("out_dirs", nargs="+", help="folders that train.py wrote (their runs/*.json are read)")
-    args = parser.parse_args(argv)
-    results = read_results(args.out_dirs)
+    return parser.parse_args(argv).out_dirs
+
+
+def main(argv=None):
+    from train import ROWS
+    results = read_results(parse_args(argv))
 
     def present(key, order):
         return [x for x in order if any(r[key] == x for r in results)]

@@ -21,12 +21,24 @@ import torch.distributed as dist
 from checkpoint import MetricsLog
 
 
+def check_device_flag(text: str) -> None:
+    """Raise ValueError unless `text` names a device torch knows (auto, cpu, cuda, cuda:1, ...)."""
+    if text == "auto":
+        return
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
 def resolve_device(cfg):
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.device)  # a name torch knows: check_device_flag ran on the flags
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {cfg.device}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, allow_tf32, run_processes, setup_distributed
+from runtime import Runtime, allow_tf32, check_device_flag, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values
@@ -199,6 +199,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     check_families(split_list(cfg.families), split_list(cfg.tasks))
     if cfg.dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
+    check_device_flag(cfg.device)
 
 
 def split_list(text: str) -> list[str]:

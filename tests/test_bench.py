@@ -22,6 +22,17 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
     assert json.loads(out.read_text())["rows"][0]["row"] == "scratch"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "huge"], "--size"), (["--dtype", "fp16"], "--dtype"), (["--device", "gpu"], "--device"),
+    (["--batch-size", "0"], "--batch-size"), (["--warmup", "-1"], "--warmup"),
+])
+def test_bad_flags_get_one_clear_line(argv, message, capsys):
+    """Before any model is built: one line of argparse error naming the flag, never a trace from torch."""
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_flop_count_matches_a_hand_count():
     # one layer, width 4, ratio 4, 2 tokens: per token 2*(4+8)*16 = 384 FLOPs, so 768, plus 2*2*2*2*4 = 64 for attention
     assert bench.encoder_flops(1, 4, 4, 2) == 768 + 64

@@ -112,6 +112,8 @@ def test_help_lists_every_field():
     (["--steps", "100", "--curriculum-steps", "100"], "--curriculum-steps"),
     (["--tasks", "vqa", "--curriculum-steps", "10"], "--curriculum-steps"),
     (["--data", "nlvr2", "--data-dir", ".", "--curriculum-steps", "10"], "--curriculum-steps"),
+    (["--device", "gpu"], "--device"),
+    (["--dtype", "fp16"], "--dtype"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
