@@ -108,25 +108,27 @@ def shard(batch, rt):
 
 
 class StopRequest:
-    """Ctrl-C sets a flag; the loop finishes its step, saves, and exits cleanly."""
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, a job scheduler's notice) sets a flag; the loop
+    finishes its step, saves, and exits cleanly."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.handle)
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
         return self
 
     def handle(self, signum, frame):
-        if self.requested:            # a second Ctrl-C stops at once
+        if self.requested:            # a second signal stops at once
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum, frame):

@@ -451,7 +451,9 @@ def test_shards_of_all_processes_partition_the_global_batch():
     assert all(torch.equal(p["y"], p["x"] * 10) for p in parts)
 
 
-def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_saves_and_exits_with_a_message(signal_name, tmp_path):
+    """Ctrl-C, and SIGTERM (what `kill`, `timeout` and job schedulers send), finish the step and save."""
     import signal
     import time
     out = tmp_path / "run"
@@ -462,7 +464,7 @@ def test_ctrl_c_saves_and_exits_with_a_message(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signal_name))
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and "stopped after step" in stderr and "Traceback" not in stderr
     state = torch.load(out / "checkpoints" / "vqa-dual-seed0-last.pt", weights_only=True)
