@@ -41,6 +41,11 @@ def add_flags(parser, cls, prefix=""):
                             help=f"{comments.get(f.name, '')} (default: {f.default})")
 
 
+def split_list(text: str) -> list[str]:
+    """A comma-separated flag value, e.g. --tasks "vqa, reasoning" -> ['vqa', 'reasoning']."""
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def given_values(namespace, cls) -> dict:
     """The fields of `cls` that were given on the command line (absent ones keep their defaults)."""
     key = cls.__name__ + "."

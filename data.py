@@ -405,7 +405,7 @@ def only_families(splits: dict, task: str, families: list[str]) -> dict:
 
 def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
     """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
-    from config import add_flags, given_values  # flags from the dataclass, as train.py does
+    from config import add_flags, given_values, split_list  # flags from the dataclass, as train.py does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(DATA_SIZES), default="small", help="named preset (default: small)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
@@ -413,7 +413,7 @@ def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
     parser.add_argument("--sheet", default="", help="save a PNG contact sheet of validation examples here")
     add_flags(parser, DataConfig)  # every field, overriding the preset
     args = parser.parse_args(argv)
-    tasks, families = args.tasks.split(","), [f for f in args.families.split(",") if f]
+    tasks, families = split_list(args.tasks), split_list(args.families)
     try:
         cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)}).validate()
         unknown = [t for t in tasks if t not in TASKS]

@@ -8,6 +8,7 @@ process group (NCCL on GPUs, gloo on CPUs), and each takes its share of every gl
 
 import datetime
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -22,13 +23,9 @@ from checkpoint import MetricsLog
 
 
 def check_device_flag(text: str) -> None:
-    """Raise ValueError unless `text` names a device torch knows (auto, cpu, cuda, cuda:1, ...)."""
-    if text == "auto":
-        return
-    try:
-        torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N") from None
+    """Raise ValueError unless `text` is a device this code runs on: auto, cpu, cuda, cuda:1, ..."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise ValueError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(cfg):
@@ -109,12 +106,18 @@ def shard(batch, rt):
 
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, a job scheduler's notice) sets a flag; the loop
-    finishes its step, saves, and exits cleanly."""
+    finishes its step, saves, and exits cleanly. A second signal stops at once, unless it comes within
+    REPEAT_S of the first: torchrun and job schedulers often deliver one stop twice."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REPEAT_S = 2.0
 
     def __init__(self):
-        self.requested = False
+        self.requested_at = None     # time.monotonic() of the first signal
         self.previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -122,13 +125,15 @@ class StopRequest:
         return self
 
     def handle(self, signum, frame):
-        if self.requested:            # a second signal stops at once
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        elif time.monotonic() - self.requested_at > self.REPEAT_S:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:   # None: a handler not installed from Python, which cannot be restored
+                signal.signal(sig, handler)
 
 
 def _interrupt(signum, frame):

@@ -37,7 +37,7 @@ import torch
 from runtime import Runtime, allow_tf32, check_device_flag, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
-from config import add_flags, given_values
+from config import add_flags, given_values, split_list
 from batches import CurriculumBatches, TaskBatches, names_left_image_first
 from data import TASKS, DataConfig, build_benchmark, data_preset, only_families
 from tasks import check_families
@@ -200,10 +200,6 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
     check_device_flag(cfg.device)
-
-
-def split_list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def attention_layers(cfg: TrainConfig, n_layer: int) -> tuple[int, ...]:

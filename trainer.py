@@ -140,6 +140,18 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
             raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
                              f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
 
+    def stop_requested(step, stop):
+        """One process stops at once. Several stop at the same step, a logging step, where they already
+        sync: a process that stopped alone would leave the others waiting in DDP's all-reduce."""
+        wanted = stop.requested or step == stop_after
+        if rt.world == 1:
+            return wanted
+        if step % cfg.log_every and step != steps:
+            return False
+        anywhere = torch.tensor(int(wanted), device=device)
+        dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+        return bool(anywhere.item())
+
     bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
                dynamic_ncols=True, leave=False)
     tick = time.perf_counter()
@@ -177,7 +189,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 save_last(step)
                 tick = time.perf_counter()
 
-            if stop.requested or step == stop_after:
+            if stop_requested(step, stop):
                 stop_if_not_finite(step, terms)
                 save_last(step)
                 bar.close()

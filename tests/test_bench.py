@@ -23,7 +23,7 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--size", "huge"], "--size"), (["--dtype", "fp16"], "--dtype"), (["--device", "gpu"], "--device"),
+    (["--size", "huge"], "--size"), (["--dtype", "fp16"], "--dtype"), (["--device", "gpu"], "--device"), (["--device", "meta"], "--device"),
     (["--batch-size", "0"], "--batch-size"), (["--warmup", "-1"], "--warmup"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from batches import names_left_image_first
 from data import Tokenizer
 from realdata import DataError
 from distill import ground_truth_loss
-from runtime import Runtime, run_processes, shard
+from runtime import Runtime, StopRequest, run_processes, shard
 from model import DualEncoder, model_config
 from teacher import FusionEncoder
 
@@ -391,6 +392,51 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     b = torch.load(tmp_path / "two" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
+
+
+def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_once():
+    """torchrun and job schedulers often deliver one SIGTERM twice: that must not skip the save. A second
+    signal later than StopRequest.REPEAT_S is a user insisting, and stops at once."""
+    import signal
+    with StopRequest() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        stop.requested_at -= StopRequest.REPEAT_S + 1
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # the previous handlers are back
+
+
+def test_a_stop_signal_to_one_ddp_process_stops_both_at_the_same_step_and_saves(tmp_path):
+    """torchrun, 2 processes: SIGTERM reaches one of them only. Both stop at the same logging step (a
+    process stopping alone would leave the other waiting in an all-reduce for the hour of the timeout),
+    rank 0 saves, and the run can be continued."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
+                                "--pretrain-steps", "0", "--steps", "100000", "--batch-size", "16", "--log-every", "5",
+                                "--progress", "false", "--speed", "false", "--out-dir", str(out),
+                                "--cache-dir", str(tmp_path / "cache")],
+                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
+            time.sleep(0.2)
+        workers = (Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split())
+        assert len(workers) == 2, workers
+        os.kill(int(workers[-1]), signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0 and "stopped after step" in stderr
+    state = torch.load(out / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
+    assert state["step"] >= 5 and state["step"] % 5 == 0
 
 
 def test_jobs_trains_seeds_in_parallel_processes_with_the_weights_of_one_process(tmp_path):
