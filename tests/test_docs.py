@@ -2,6 +2,8 @@
 the program's own checks (nothing is run). A flag renamed in the code fails here, not on a reader's
 machine."""
 
+import contextlib
+import io
 import re
 import shlex
 from pathlib import Path
@@ -15,61 +17,99 @@ import report
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "EXPERIMENTS.md")
+DOCS = {"README.md": 10, "EXPERIMENTS.md": 15}   # each doc, and the fewest program commands it shows
 PARSERS = {"train.py": train.parse_args, "bench.py": bench.parse_args, "data.py": data.parse_args,
            "report.py": report.parse_args, "export.py": export.parse_args}
-PATH_FLAGS = ("--data-dir", "--image-dir", "--vocab")  # folders and files on the author's machine
+PATH_FLAGS = ("--data-dir", "--image-dir", "--vocab")   # folders and files on the author's machine
+OTHER_TOOLS_FLAGS = {"--index-url", "--shm-size", "--ipc"}   # pip's and docker's
 
 
 def shell_commands(text: str) -> list[str]:
-    """Each command in ``` blocks (continued lines joined) and in `python ...` spans, comments dropped."""
+    """Each command in ```bash (or ```sh, or bare ```) blocks, continued lines joined, with any
+    `python x.py ...` written in a comment; and each `python ...` span of the prose."""
     commands = []
-    for block in re.findall(r"```(?:bash)?\n(.*?)```", text, re.S):
-        commands += [line.split("#")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
-    text_outside = re.sub(r"```.*?```", "", text, flags=re.S)
-    spans = [" ".join(span.split()) for span in re.findall(r"`(python [^`]+)`", text_outside)]
-    commands += [span for span in spans if len(span.split()) > 2]  # `python report.py` alone names it
+    for language, block in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        if language not in ("", "bash", "sh"):
+            continue
+        for line in block.replace("\\\n", " ").splitlines():
+            code, _, comment = line.partition("#")
+            commands.append(code.strip())
+            commands += [c.strip() for c in re.findall(r"python3? \w+\.py[^()]*", comment)]
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    spans = [" ".join(span.split()) for span in re.findall(r"`(python3? [^`]+)`", prose)]
+    commands += [span for span in spans if len(span.split()) > 2]   # `python report.py` alone names it
     return [c for c in commands if c]
 
 
 def program_arguments(command: str):
-    """('train.py', [flags...]) for a command that runs one of our programs, else None."""
+    """('train.py', [flags...]) for a command that runs one of our programs (python, python3 -u,
+    torchrun ...), else None."""
     words = shlex.split(command)
     for i, word in enumerate(words):
-        if word in PARSERS and (i == 0 or words[i - 1] == "python" or words[0] == "torchrun"):
+        if word in PARSERS:
             return word, words[i + 1:]
     return None
 
 
-def documented_commands():
-    found = []
-    for doc in DOCS:
-        for command in shell_commands((ROOT / doc).read_text()):
-            parsed = program_arguments(command)
-            if parsed:
-                found.append(pytest.param(*parsed, id=f"{doc}: {command[:70]}"))
-    return found
+def documented_commands(doc: str) -> list:
+    return [parsed for c in shell_commands((ROOT / doc).read_text()) if (parsed := program_arguments(c))]
 
 
-def test_the_docs_show_commands_of_every_program():
-    programs = {p.values[0] for p in documented_commands()}
-    assert {"train.py", "bench.py", "data.py", "report.py", "export.py"} <= programs
+def every_option() -> set:
+    """Every --flag of every program, read from its --help."""
+    options = set()
+    for parse in PARSERS.values():
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+            parse(["--help"])
+        options |= set(re.findall(r"--[a-z][a-z0-9-]*", text.getvalue()))
+    return options
 
 
-def test_shell_commands_joins_continued_lines_and_drops_comments():
-    text = "x\n```bash\npython train.py --size tiny \\\n    --steps 3   # a comment\n```\nsee `python data.py\n--size tiny`."
-    assert shell_commands(text) == ["python train.py --size tiny      --steps 3", "python data.py --size tiny"]
+def test_shell_commands_reads_blocks_comments_and_spans():
+    text = ("x\n```sh\nls\n```\nprose\n```bash\npython train.py --size tiny \\\n    --steps 3   # or: python data.py "
+            "--size tiny   (CPU)\n```\n```text\npython bench.py --not-a-command\n```\nsee `python data.py\n--size tiny`.")
+    assert shell_commands(text) == ["ls", "python train.py --size tiny      --steps 3", "python data.py --size tiny",
+                                    "python data.py --size tiny"]
+    assert program_arguments("OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 train.py --size tiny") == \
+        ("train.py", ["--size", "tiny"])
 
 
-@pytest.mark.parametrize("program, argv", documented_commands())
+@pytest.mark.parametrize("doc", DOCS)
+def test_each_doc_shows_its_commands(doc):
+    assert len(documented_commands(doc)) >= DOCS[doc]
+    assert {"train.py", "bench.py", "data.py", "report.py", "export.py"} <= \
+        {program for d in DOCS for program, _ in documented_commands(d)}
+
+
+@pytest.mark.parametrize("program, argv", [pytest.param(program, argv, id=f"{doc}: {program} {' '.join(argv)[:60]}")
+                                           for doc in DOCS for program, argv in documented_commands(doc)])
 def test_documented_command_parses(program, argv, tmp_path):
-    argv = [str(tmp_path) if i > 0 and argv[i - 1] in PATH_FLAGS else a for i, a in enumerate(argv)]
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    words = []
+    for word in argv:     # paths of the author's machine become paths that exist here
+        flag = words[-1] if words else ""
+        name = word.split("=")[0]
+        if flag in PATH_FLAGS:
+            word = str(tmp_path / "vocab.txt") if flag == "--vocab" else str(tmp_path)
+        elif name in PATH_FLAGS and "=" in word:
+            word = f"{name}={tmp_path / 'vocab.txt' if name == '--vocab' else tmp_path}"
+        words.append(word)
     try:
-        PARSERS[program](argv)
+        PARSERS[program](words)
     except SystemExit as error:
         if error.code == 0:  # --help
             return
-        pytest.fail(f"python {program} {' '.join(argv)}: exits with {error.code} (its error is printed above)")
+        pytest.fail(f"python {program} {' '.join(words)}: exits with {error.code} (its error is printed above)")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_flag_the_prose_names_exists(doc):
+    """`--steps 2000`, `--families`, ...: each --flag in a backticked span is an option of some program."""
+    options = every_option() | OTHER_TOOLS_FLAGS
+    prose = re.sub(r"^```.*?^```", "", (ROOT / doc).read_text(), flags=re.S | re.M)
+    named = {flag for span in re.findall(r"`([^`]*)`", prose) for flag in re.findall(r"--[a-z][a-z0-9-]*", span)}
+    assert named and not named - options, f"not an option of any program: {sorted(named - options)}"
 
 
 def test_a_stale_flag_fails_to_parse():
