@@ -406,8 +406,10 @@ def only_families(splits: dict, task: str, families: list[str]) -> dict:
 def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
     """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
     from config import add_flags, given_values, split_list  # flags from the dataclass, as train.py does
+    from model import MODEL_SIZES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=list(DATA_SIZES), default="small", help="named preset (default: small)")
+    parser.add_argument("--size", choices=list(MODEL_SIZES), default="small",
+                        help="the benchmark train.py --size trains on (mini and vilt-b32: small's) (default: small)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
     parser.add_argument("--families", default="", help="report only these question families, as train.py's --families")
     parser.add_argument("--sheet", default="", help="save a PNG contact sheet of validation examples here")
@@ -415,7 +417,7 @@ def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
     args = parser.parse_args(argv)
     tasks, families = split_list(args.tasks), split_list(args.families)
     try:
-        cfg = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)}).validate()
+        cfg = DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"--tasks: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")

@@ -24,7 +24,8 @@ from PIL import Image
 
 from checkpoint import atomic_write
 from config import add_flags, given_values
-from data import DATA_SIZES, SPLITS, DataConfig, examples_per_group, load_split
+from data import SPLITS, DataConfig, data_preset, examples_per_group, load_split
+from model import MODEL_SIZES
 from metrics import normalize_answer
 from realdata import SPLITS as OFFICIAL_SPLITS
 from programs import ENTAILMENT_LABELS
@@ -214,7 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=[*FORMATS, "all"], help="which layout to write")
     parser.add_argument("--out", required=True, help="output folder, created if missing")
-    parser.add_argument("--size", choices=list(DATA_SIZES), default="small", help="named preset (default: small)")
+    parser.add_argument("--size", choices=list(MODEL_SIZES), default="small",
+                        help="the benchmark train.py --size trains on (mini and vilt-b32: small's) (default: small)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="at most N examples per split (the first N), with only their images (default: all)")
     parser.add_argument("--old-keys", action="store_true",
@@ -226,7 +228,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit}: must be >= 1")
     try:
-        args.data_config = DataConfig(**{**DATA_SIZES[args.size], **given_values(args, DataConfig)}).validate()
+        args.data_config = DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
     except ValueError as error:
         parser.error(str(error))
     return args
