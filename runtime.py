@@ -131,9 +131,8 @@ class StopRequest:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            if handler is not None:   # None: a handler not installed from Python, which cannot be restored
-                signal.signal(sig, handler)
+        for sig, handler in self.previous.items():   # None: installed outside Python; the default then
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _interrupt(signum, frame):

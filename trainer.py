@@ -121,12 +121,16 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
         best_val, start = state["best_val"], state["step"] + 1
         rt.say(f"{name}: resuming at step {start} from {last_path}")
 
+    last_saved = None
+
     def save_last(step):
-        if rt.main:
+        nonlocal last_saved
+        if rt.main and step != last_saved:   # a step already saved (a validation step) is not saved twice
             save_checkpoint(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             schedule=schedule.state_dict(), batches=batches.state_dict(), rng=torch.get_rng_state(),
                             cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                             step=step, best_val=best_val, **meta)
+        last_saved = step
 
     sums, finite = {}, torch.ones((), dtype=torch.bool, device=device)
 
@@ -141,9 +145,9 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                              f"{ {k: v.item() for k, v in terms.items()} }; last good checkpoint: {last_path}")
 
     def stop_requested(step, stop):
-        """One process stops at once. Several stop at the same step, a logging step, where they already
-        sync: a process that stopped alone would leave the others waiting in DDP's all-reduce."""
-        wanted = stop.requested or step == stop_after
+        """A single process stops at this step. Several stop together at a logging step, where they
+        already sync: a process that stopped alone would leave the others waiting in DDP's all-reduce."""
+        wanted = stop.requested or (stop_after is not None and step >= stop_after)
         if rt.world == 1:
             return wanted
         if step % cfg.log_every and step != steps:
@@ -154,7 +158,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 
     bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
                dynamic_ncols=True, leave=False)
-    tick = time.perf_counter()
+    tick, logged_at = time.perf_counter(), start - 1      # logged_at: the step of the last train record
     with StopRequest() as stop:
         for step in range(start, steps + 1):
             batch = batches.next() if getattr(batches, "per_process", False) else shard(batches.next(), rt)
@@ -165,15 +169,15 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
             finite &= torch.isfinite(terms["loss"])
             bar.update(1)
 
-            if step % cfg.log_every == 0 or step == steps:        # the only host-device syncs of the loop
+            if step % cfg.log_every == 0 or step == steps:   # host-device syncs only here (and at a stop check)
                 stop_if_not_finite(step, terms)
-                elapsed, done = time.perf_counter() - tick, (step - 1) % cfg.log_every + 1
+                elapsed, done = time.perf_counter() - tick, step - logged_at
                 means = {key: value.item() / done for key, value in sums.items()}
                 rate = done * cfg.batch_size / elapsed
                 bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
                 rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
                           ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
-                sums, tick = {}, time.perf_counter()
+                sums, tick, logged_at = {}, time.perf_counter(), step
 
             if step % eval_every == 0 or step == steps:
                 stop_if_not_finite(step, terms)
@@ -193,8 +197,9 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 stop_if_not_finite(step, terms)
                 save_last(step)
                 bar.close()
+                rt.barrier()   # no process leaves before the checkpoint is on disk
                 raise SystemExit(f"\nstopped after step {step} of {name}; saved {last_path}. "
-                                 f"Run the same command again to continue from there.")
+                                 f"Run the same command again to continue from there." if rt.main else 1)
     bar.close()
     rt.barrier()   # the checkpoints are on disk before any process reads them
     return best_path, best_val

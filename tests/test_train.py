@@ -123,6 +123,12 @@ def test_bad_flags_get_one_clear_line(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_every_model_size_has_a_training_preset():
+    """train.py, bench.py, data.py and export.py offer the sizes of model.MODEL_SIZES; train.py needs a preset for each."""
+    from model import MODEL_SIZES
+    assert set(train.TRAIN_PRESETS) == set(MODEL_SIZES)
+
+
 def test_flags_override_the_size_preset():
     cfg, data_cfg, real_cfg = train.parse_args(["--size", "tiny", "--steps", "7", "--compile", "false"])
     assert cfg.steps == 7 and cfg.batch_size == train.TRAIN_PRESETS["tiny"]["batch_size"] and cfg.compile is False
@@ -317,6 +323,23 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+def test_the_first_record_after_a_resume_averages_the_steps_it_ran(tmp_path):
+    """Stopped after step 7 and resumed, logging every 5: the record at step 10 is the mean loss of steps
+    8-10, as a run logging every step measured them (not their sum over 5)."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
+              "--eval-every", "12", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
+    train.main(common + ["--log-every", "1", "--out-dir", str(tmp_path / "every")])
+    stop_after(7, common + ["--log-every", "5", "--out-dir", str(tmp_path / "parts")])
+    train.main(common + ["--log-every", "5", "--out-dir", str(tmp_path / "parts")])
+
+    def losses(folder):
+        records = [json.loads(line) for line in (tmp_path / folder / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    every, parts = losses("every"), losses("parts")
+    assert sorted(parts) == [5, 10, 12]
+    assert parts[10] == pytest.approx(sum(every[s] for s in (8, 9, 10)) / 3, rel=1e-5)
+
+
 def test_finished_runs_are_skipped_on_a_second_invocation(tmp_path, capsys):
     argv = ["--size", "tiny", "--tasks", "vqa", "--rows", "dual", "--pretrain-steps", "0", "--steps", "4",
             "--eval-every", "4", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
@@ -409,34 +432,40 @@ def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_o
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # the previous handlers are back
 
 
-def test_a_stop_signal_to_one_ddp_process_stops_both_at_the_same_step_and_saves(tmp_path):
-    """torchrun, 2 processes: SIGTERM reaches one of them only. Both stop at the same logging step (a
-    process stopping alone would leave the other waiting in an all-reduce for the hour of the timeout),
-    rank 0 saves, and the run can be continued."""
+@pytest.mark.parametrize("local_rank", ["0", "1"])
+def test_a_stop_signal_to_one_ddp_process_stops_both_at_the_same_step_and_saves(local_rank, tmp_path):
+    """torchrun, 2 processes: SIGTERM reaches one of them only (rank 0, which saves, or rank 1). Both stop
+    at the same logging step (a process stopping alone would leave the other waiting in an all-reduce
+    for the hour of the timeout), rank 0 saves there, and the run can be continued."""
     import signal
     import time
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                 "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
                                 "--pretrain-steps", "0", "--steps", "100000", "--batch-size", "16", "--log-every", "5",
-                                "--progress", "false", "--speed", "false", "--out-dir", str(out),
-                                "--cache-dir", str(tmp_path / "cache")],
+                                "--eval-every", "100000", "--progress", "false", "--speed", "false",
+                                "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
                                cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+
+    def worker(rank):   # the torchrun agent's child whose environment says LOCAL_RANK=rank
+        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split():
+            if f"LOCAL_RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return int(pid)
+        raise AssertionError(f"no worker with LOCAL_RANK={rank}")
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
+            assert time.time() < deadline and process.poll() is None, "training should have logged within 180 s"
             time.sleep(0.2)
-        workers = (Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split())
-        assert len(workers) == 2, workers
-        os.kill(int(workers[-1]), signal.SIGTERM)
+        os.kill(worker(local_rank), signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode != 0 and "stopped after step" in stderr
     state = torch.load(out / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
     assert state["step"] >= 5 and state["step"] % 5 == 0
+    assert stderr.count(f"stopped after step {state['step']} of") == 1, stderr[-3000:]   # rank 0 says so, once
 
 
 def test_jobs_trains_seeds_in_parallel_processes_with_the_weights_of_one_process(tmp_path):
