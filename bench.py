@@ -36,7 +36,7 @@ from teacher import FusionEncoder, freeze
 from batches import TaskBatches
 from config import add_flags, given_values
 from data import DataConfig, TaskSplit, data_preset
-from runtime import allow_tf32, autocast_for, check_device_flag, resolve_device, uses_bf16
+from runtime import allow_tf32, autocast_for, check_device_flags, resolve_device, uses_bf16
 from train import TrainConfig
 from trainer import make_optimizer, make_schedule, train_step
 
@@ -283,10 +283,8 @@ def parse_args(argv=None) -> BenchConfig:
         parser.error(f"--warmup must not be negative, got {cfg.warmup}")
     if cfg.size not in MODEL_SIZES:
         parser.error(f"--size: unknown size {cfg.size!r}; choose one of {', '.join(MODEL_SIZES)}")
-    if cfg.dtype not in ("auto", "bf16", "fp32"):
-        parser.error(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
     try:
-        check_device_flag(cfg.device)
+        check_device_flags(cfg.device, cfg.dtype)
     except ValueError as error:
         parser.error(str(error))
     return cfg

@@ -394,6 +394,13 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
     return bench
 
 
+def check_tasks(tasks: list[str]) -> None:
+    """--tasks (train.py and data.py): raise ValueError naming the first unknown task."""
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
 def only_families(splits: dict, task: str, families: list[str]) -> dict:
     """A task's splits ({name: TaskSplit}) cut to those of `families` (--families) that are the task's
     own; all of its examples when none are."""
@@ -403,24 +410,34 @@ def only_families(splits: dict, task: str, families: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------- main
 
-def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
-    """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
-    from config import add_flags, given_values, split_list  # flags from the dataclass, as train.py does
+def add_benchmark_flags(parser) -> None:
+    """--size and one flag per DataConfig field (data.py and export.py read the benchmark as train.py does)."""
+    from config import add_flags  # flags from the dataclass, as train.py does
     from model import MODEL_SIZES
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(MODEL_SIZES), default="small",
                         help="the benchmark train.py --size trains on (mini and vilt-b32: small's) (default: small)")
+    add_flags(parser, DataConfig)  # every field, overriding the preset
+
+
+def benchmark_config(args) -> DataConfig:
+    """The --size preset, then the DataConfig flags given; ValueError names a bad setting."""
+    from config import given_values
+    return DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
+
+
+def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
+    """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
+    from config import split_list
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
     parser.add_argument("--families", default="", help="report only these question families, as train.py's --families")
     parser.add_argument("--sheet", default="", help="save a PNG contact sheet of validation examples here")
-    add_flags(parser, DataConfig)  # every field, overriding the preset
+    add_benchmark_flags(parser)
     args = parser.parse_args(argv)
     tasks, families = split_list(args.tasks), split_list(args.families)
     try:
-        cfg = DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"--tasks: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+        cfg = benchmark_config(args)
+        check_tasks(tasks)
         check_families(families, tasks)
     except ValueError as error:
         parser.error(str(error))

@@ -23,9 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from checkpoint import atomic_write
-from config import add_flags, given_values
-from data import SPLITS, DataConfig, data_preset, examples_per_group, load_split
-from model import MODEL_SIZES
+from data import SPLITS, DataConfig, add_benchmark_flags, benchmark_config, examples_per_group, load_split
 from metrics import normalize_answer
 from realdata import SPLITS as OFFICIAL_SPLITS
 from programs import ENTAILMENT_LABELS
@@ -215,20 +213,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=[*FORMATS, "all"], help="which layout to write")
     parser.add_argument("--out", required=True, help="output folder, created if missing")
-    parser.add_argument("--size", choices=list(MODEL_SIZES), default="small",
-                        help="the benchmark train.py --size trains on (mini and vilt-b32: small's) (default: small)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="at most N examples per split (the first N), with only their images (default: all)")
     parser.add_argument("--old-keys", action="store_true",
                         help='SNLI-VE: the 2018 key "Flikr30kID" with ".jpg" (default: "Flickr30K_ID", no ".jpg")')
     parser.add_argument("--list-format", action="store_true",
                         help="SNLI-VE: also the ALBEF/DiDE lists {train,dev,test}.json with images/{id}.jpg")
-    add_flags(parser, DataConfig)  # every data setting, overriding the preset (--cache-dir, --workers, ...)
+    add_benchmark_flags(parser)  # --size, then every data setting over its preset (--cache-dir, --workers, ...)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit}: must be >= 1")
     try:
-        args.data_config = DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
+        args.data_config = benchmark_config(args)
     except ValueError as error:
         parser.error(str(error))
     return args

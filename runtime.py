@@ -22,16 +22,18 @@ import torch.distributed as dist
 from checkpoint import MetricsLog
 
 
-def check_device_flag(text: str) -> None:
-    """Raise ValueError unless `text` is a device this code runs on: auto, cpu, cuda, cuda:1, ..."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        raise ValueError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
+def check_device_flags(device: str, dtype: str) -> None:
+    """--device and --dtype (train.py and bench.py): raise ValueError naming the flag at fault."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if dtype not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"--dtype must be auto, bf16 or fp32, got {dtype!r}")
 
 
 def resolve_device(cfg):
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)  # a name torch knows: check_device_flag ran on the flags
+    device = torch.device(cfg.device)  # a name torch knows: check_device_flags ran on the flags
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {cfg.device}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, allow_tf32, check_device_flag, run_processes, setup_distributed
+from runtime import Runtime, allow_tf32, check_device_flags, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values, split_list
 from batches import CurriculumBatches, TaskBatches, names_left_image_first
-from data import TASKS, DataConfig, build_benchmark, data_preset, only_families
+from data import DataConfig, build_benchmark, check_tasks, data_preset, only_families
 from tasks import check_families
 from distill import DistillWeights
 from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa
@@ -176,9 +176,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--warmup must be a fraction in [0, 1), got {cfg.warmup}")
     if not 0 <= cfg.mlm_prob <= 1:
         raise ValueError(f"--mlm-prob must be a probability in [0, 1], got {cfg.mlm_prob}")
-    for task in split_list(cfg.tasks):
-        if task not in TASKS:
-            raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)}")
+    check_tasks(split_list(cfg.tasks))
     rows = split_list(cfg.rows)
     for row in rows:
         if row not in ROWS:
@@ -197,9 +195,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     if any(not -n_layer <= layer < n_layer for layer in layers):
         raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
     check_families(split_list(cfg.families), split_list(cfg.tasks))
-    if cfg.dtype not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"--dtype must be auto, bf16 or fp32, got {cfg.dtype!r}")
-    check_device_flag(cfg.device)
+    check_device_flags(cfg.device, cfg.dtype)
 
 
 def attention_layers(cfg: TrainConfig, n_layer: int) -> tuple[int, ...]:
