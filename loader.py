@@ -37,7 +37,7 @@ ID_FIELD = {"vqav2": "question_id", "nlvr2": "identifier", "snli-ve": "pair_id"}
 @dataclass
 class RealDataConfig:
     data: str = "benchmark"        # benchmark (built in), or a data set you downloaded: vqav2, nlvr2, snli-ve
-    data_dir: str = ""             # root folder of that data set, in its official layout (README: Real data)
+    data_dir: str = ""             # root folder of that data set, in its official layout (README: Real data sets)
     image_dir: str = ""            # SNLI-VE only: the Flickr30k image folder, if it is not under --data-dir
     vocab: str = ""                # a BERT vocab.txt: WordPiece tokens (else words of the training text)
     min_answer_count: int = 9      # VQA v2: answers given this often in training make the vocabulary (ViLT: 9)

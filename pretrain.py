@@ -19,7 +19,7 @@ sizes, shapes, relations), each with probability `mlm_prob` and at least one per
 "a", "of" and "." can be guessed from the text alone and teach nothing about the image.
 
 Why MLM: ITM is a question about text *and* image together. Trained alone from scratch it
-stays at its prior (README, "Learning starts late"), because no single word and no single
+stays at its prior (EXPERIMENTS.md, section 1), because no single word and no single
 image says "matched". A masked colour word is different: which colours the image holds
 already predicts it, so the gradient reaches the image patches from the first step, and
 words learn to look at the patches that answer them. With it, ITM leaves its prior too.

@@ -4,7 +4,8 @@ One transformer runs over the concatenation [text tokens ; image [CLS] + patches
 (ViLT, Kim et al. 2021), so every layer lets words attend to patches and patches to
 words: that is "fusion". Each part carries a modality-type embedding (0 text, 1 image,
 2 the second image of a reasoning pair); one joint key mask hides text padding; the
-pooler (Linear + tanh) reads the text [CLS]. Heads are the student's (model.py).
+pooler (Linear + tanh) reads the text [CLS]. The task heads are built by the same
+`make_heads` as the student's (model.py), with weights of their own.
 
 Reasoning (NLVR2) takes two images: the teacher runs once per image (types 1 and 2)
 and classifies the two pooled vectors concatenated, ViLT's "pair" method.
@@ -12,8 +13,9 @@ and classifies the two pooled vectors concatenated, ViLT's "pair" method.
 In pre-training the teacher also predicts masked words of a caption from the image
 (`MLMHead`, ViLT's masked language modelling; pretrain.py says why).
 
-`cross_modal_attention` splits the joint attention of one layer into the two
-cross-modal blocks DiDE distils (README, "The method"): text-to-image and image-to-text.
+`teacher_cross_modal_attention` splits one layer's joint queries and keys into their text and
+image parts (`split_joint`), and `cross_modal_attention` soft-maxes each cross-modal block on
+its own: the text-to-image and image-to-text distributions DiDE distils (README, "The method").
 """
 
 import math
@@ -31,7 +33,8 @@ TEXT_TYPE, IMAGE_TYPE, SECOND_IMAGE_TYPE = 0, 1, 2   # modality-type ids
 class MLMHead(nn.Module):
     """ViLT's masked-word predictor: Linear -> GELU -> LayerNorm, then a linear decoder to a score
     for every word of the vocabulary. As in ViLT's code, the decoder has weights of its own (BERT ties
-    them to the word embeddings; tied, our tiny teacher's pre-training learnt less: README, Results)."""
+    them to the word embeddings; tied, our tiny teacher's pre-training learnt less: EXPERIMENTS.md,
+    section 1)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

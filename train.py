@@ -268,7 +268,7 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
         batches = LoaderBatches(train, cfg.batch_size, seed, device, train.workers, rt.rank, rt.world)
     else:                             # the benchmark, resident on the device
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
-        if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (README, "Reasoning")
+        if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (EXPERIMENTS.md, section 2)
             keep = torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
             if (left_first := int(keep.sum())) < cfg.batch_size:
                 raise SystemExit(f"error: --curriculum-steps: only {left_first} training statements name the "

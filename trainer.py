@@ -1,6 +1,6 @@
 """The training loop shared by every stage and every row of train.py.
 
-    make_optimizer   AdamW, weight decay on matrices only
+    make_optimizer   AdamW, weight decay on weight matrices (not on biases, LayerNorms, embeddings)
     make_schedule    linear warm-up, then linear decay to zero
     train_step       one optimisation step: ground truth (+ MLM in the teacher's pre-training)
                      or the DiDE objective against a frozen teacher
