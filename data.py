@@ -9,7 +9,8 @@ them, and benchmark_report.py describes them (`python data.py`). The tasks:
   a hatched curtain hides a few cells and is the principled source of "neutral"
 - vqa        (VQA v2-like):  image + question -> answer; ten synthetic annotators give
   the VQA soft scores
-plus one caption per image, for image-text matching.
+plus one caption per image, and a copy of it with two colours exchanged that is false of the
+image, for image-text matching.
 
 Each task has question *families* (README, "The benchmark"): a template plus a program.
 The label is always what the program returns on the symbolic scene (programs.execute,
@@ -46,13 +47,13 @@ from checkpoint import atomic_write
 from scenes import Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
                    vqa_group)
-from templates import caption, lexicon
+from templates import caption_clauses, caption_text, lexicon, swapped_caption
 
 TASKS = ("reasoning", "entailment", "vqa")
 SPLITS = ("train", "val", "test")
 SOFT_SCORE = (0.0, 0.3, 0.6, 0.9, 1.0)  # VQA score of an answer given by 0, 1, 2, 3, >=4 annotators
 GROUPS_PER_CHUNK = 100                # groups per task given to a worker process
-VERSION = 3                           # bump when generation or the cached fields change, to invalidate caches
+VERSION = 4                           # bump when generation or the cached fields change, to invalidate caches
 
 
 @dataclass
@@ -185,9 +186,11 @@ class RawSplit:
     family: torch.Tensor         # long [N]
     text_ids: torch.Tensor       # long [N, l], padded to the longest text of the split
     caption_ids: torch.Tensor    # long [N_img, l]
+    swapped_caption_ids: torch.Tensor  # long [N_img, l]: each caption with two colours exchanged, false of its image
     curtain: torch.Tensor        # bool [N_img]: a curtain hides some cells (all False outside entailment)
     texts: list[str]             # statement / hypothesis / question per example
     captions: list[str]          # one per image
+    swapped_captions: list[str]  # one per image (its caption where no exchange is false: pretrain.py)
     annotators: torch.Tensor | None = None  # vqa: long [N, 10] answer indices
     scenes: list[Scene] | None = None       # the symbolic scenes (not kept in the cache)
 
@@ -201,16 +204,20 @@ def examples_per_group(cfg: DataConfig, task: str) -> int:
 
 
 def generate_groups(cfg: DataConfig, task: str, split: str, groups: range):
-    """Groups `groups` of a split: (images uint8 [N_img, H, W, 3], scenes, captions, examples)."""
-    scenes, captions, rows = [], [], []
+    """Groups `groups` of a split: (images uint8 [N_img, H, W, 3], scenes, captions, swapped captions,
+    examples)."""
+    scenes, captions, swapped, rows = [], [], [], []
     for g in groups:
         rng = np.random.default_rng([cfg.seed, TASKS.index(task), SPLITS.index(split), g])
         group_scenes, examples = GROUPS[task](rng, g, cfg)
-        captions += [caption(rng, s) for s in group_scenes]
+        clauses = [caption_clauses(rng, s) for s in group_scenes]
+        captions += [caption_text(c, s.curtain is not None) for c, s in zip(clauses, group_scenes)]
+        swapped += [swapped_caption(rng, s, c) or captions[len(scenes) + i]   # none false: the caption itself
+                    for i, (c, s) in enumerate(zip(clauses, group_scenes))]
         rows += [(tuple(len(scenes) + i for i in k), *rest) for k, *rest in examples]
         scenes += group_scenes
     scenes = [Scene(s.objects, s.background, s.curtain) for s in scenes]  # drop cached properties
-    return render_batch(scenes, cfg.scene_config()), scenes, captions, rows
+    return render_batch(scenes, cfg.scene_config()), scenes, captions, swapped, rows
 
 
 def generate_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -> RawSplit:
@@ -222,19 +229,21 @@ def generate_split(cfg: DataConfig, task: str, split: str, progress: bool = Fals
     workers = min(cfg.workers or os.cpu_count() or 1, len(chunks))
     if "fork" not in multiprocessing.get_all_start_methods():
         workers = 1  # spawned workers would re-import the caller's script: stay serial
-    images, scenes, captions, rows = [], [], [], []
+    images, scenes, captions, swapped, rows = [], [], [], [], []
     with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if workers > 1
           else nullcontext()) as pool:
         parts = (pool.map if pool else map)(partial(generate_groups, cfg, task, split), chunks)
-        for part_images, part_scenes, part_captions, part_rows in tqdm(
+        for part_images, part_scenes, part_captions, part_swapped, part_rows in tqdm(
                 parts, total=len(chunks), desc=f"{task}/{split}", disable=not progress, leave=False):
             rows += [(tuple(len(scenes) + i for i in k), *rest) for k, *rest in part_rows]
             images.append(part_images)
             scenes += part_scenes
             captions += part_captions
+            swapped += part_swapped
     rows = rows[:n]  # the last group may be cut; its images stay (a prefix is a prefix)
     texts, tokenizer, answers = [r[1] for r in rows], Tokenizer(lexicon(cfg)), answer_vocabulary(cfg)
     text_ids, caption_ids = tokenizer.encode_batch(texts), tokenizer.encode_batch(captions)
+    swapped_ids = tokenizer.encode_batch(swapped)
     if (text_ids == Tokenizer.UNK).any() or (caption_ids == Tokenizer.UNK).any():
         raise RuntimeError("a template produced a word missing from lexicon()")
     return RawSplit(
@@ -242,7 +251,8 @@ def generate_split(cfg: DataConfig, task: str, split: str, progress: bool = Fals
         image_index=torch.tensor([r[0] for r in rows], dtype=torch.long),
         labels=torch.tensor([r[2] for r in rows], dtype=torch.long),
         family=torch.tensor([r[3] for r in rows], dtype=torch.long),
-        text_ids=text_ids, caption_ids=caption_ids, texts=texts, captions=captions, scenes=scenes,
+        text_ids=text_ids, caption_ids=caption_ids, swapped_caption_ids=swapped_ids, texts=texts,
+        captions=captions, swapped_captions=swapped, scenes=scenes,
         curtain=torch.tensor([s.curtain is not None for s in scenes], dtype=torch.bool),
         annotators=torch.tensor([[answers.index(a) for a in r[4]] for r in rows], dtype=torch.long)
         if task == "vqa" else None)
@@ -270,10 +280,10 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
     raw = generate_split(cfg, task, split, progress)
     os.makedirs(cfg.cache_dir, exist_ok=True)
     atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))
-    texts = {"texts": raw.texts, "captions": raw.captions}
+    texts = {"texts": raw.texts, "captions": raw.captions, "swapped_captions": raw.swapped_captions}
     atomic_write(stem + ".json", lambda f: f.write(json.dumps(texts).encode()))
-    tensors = {k: getattr(raw, k) for k in ("image_index", "labels", "family", "text_ids", "caption_ids", "curtain",
-                                          "annotators")}
+    tensors = {k: getattr(raw, k) for k in ("image_index", "labels", "family", "text_ids", "caption_ids",
+                                          "swapped_caption_ids", "curtain", "annotators")}
     atomic_write(stem + ".pt", lambda f: torch.save(tensors, f))
     return raw
 
@@ -323,6 +333,7 @@ class TaskSplit:
 class CaptionSplit:
     images: torch.Tensor         # uint8 [N_img, H, W, 3], every image of every task built
     text_ids: torch.Tensor       # long [N_img, L], one caption per image
+    swapped_ids: torch.Tensor    # long [N_img, L], each caption with two colours exchanged, false of its image
     texts: list[str]
 
     def __len__(self) -> int:
@@ -390,7 +401,9 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
             start += len(r.images)
         captions = [c for t in tasks for c in raw[t].captions]
         caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len) for t in tasks])
-        bench.captions[s] = CaptionSplit(images, caption_ids, captions)
+        swapped_ids = torch.cat([_pad(raw[t].swapped_caption_ids, raw[t].swapped_captions, cfg.max_text_len)
+                                 for t in tasks])
+        bench.captions[s] = CaptionSplit(images, caption_ids, swapped_ids, captions)
     return bench
 
 

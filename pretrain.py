@@ -6,11 +6,17 @@ pre-trains on real image-caption corpora; the released code has no pre-training 
 
     1/2  matched:   the image's own caption                          label 1
     1/4  random:    the caption of another image                     label 0
-    1/4  swapped:   the image's caption with two different colour    label 0
-                    words exchanged: the same words, other bindings
+    1/4  swapped:   the image's caption with the colours of two of   label 0
+                    its objects exchanged: the same words, other bindings
 
 The swapped negatives cannot be told apart by a bag of words: they need the binding of
-colours to shapes, which is what fusion does well and what the student must learn.
+colours to shapes, which is what fusion does well and what the student must learn. They
+are made with the captions (templates.swapped_caption) and checked on the symbolic scene:
+an exchange can happen to describe two other objects of the picture, about one in twenty
+on the default scenes, and is then no negative (the code until 2026-11-30 labelled those
+0 all the same). An image whose every exchange is true keeps its caption there, and that
+pair counts as matched. Another image's caption is true of this one far more rarely (under
+0.2% of pairs on the tiny and default scenes) and is left unchecked.
 
 The teacher also learns masked language modelling (MLM), as ViLT does: in the image's own
 caption, words are replaced by [MASK] and predicted from the words left and the image. ViLT
@@ -27,8 +33,6 @@ The student cannot do MLM (its text tower never sees the image) and does not nee
 learns from the teacher's ITM predictions and cross-modal attention.
 """
 
-import random
-
 import torch
 import torch.nn.functional as F
 
@@ -37,21 +41,6 @@ from data import Tokenizer
 from scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2
-
-
-def swap_two_colours(text_ids, colour_ids, seed):
-    """Each caption with two of its colour words of different value exchanged (the caption itself
-    when it has no two different colours). text_ids: long (N, L)."""
-    rng = random.Random(seed)
-    colours = set(colour_ids)
-    rows = text_ids.tolist()
-    for row in rows:
-        positions = [p for p, token in enumerate(row) if token in colours]
-        pairs = [(a, b) for a in positions for b in positions if a < b and row[a] != row[b]]
-        if pairs:
-            a, b = rng.choice(pairs)
-            row[a], row[b] = row[b], row[a]
-    return torch.tensor(rows, dtype=text_ids.dtype)
 
 
 def maskable_token_ids(tokenizer) -> list[int]:
@@ -84,21 +73,16 @@ def masked_language_loss(mlm_logits, labels):
     return total / (labels != -100).sum().clamp(min=1)
 
 
-def itm_batch(captions, image_index, kind, other, swapped_ids):
+def itm_batch(captions, image_index, kind, other):
     """Images of `image_index` with a matched, random-other or colour-swapped caption."""
     text_ids = captions.text_ids[image_index]                           # (B, L) matched captions
     text_ids = torch.where((kind == RANDOM)[:, None], captions.text_ids[other], text_ids)
-    text_ids = torch.where((kind == SWAPPED)[:, None], swapped_ids[image_index], text_ids)
+    text_ids = torch.where((kind == SWAPPED)[:, None], captions.swapped_ids[image_index], text_ids)
     images = model_images(captions.images[image_index][:, None])        # (B, 1, 3, H, W) in [-1, 1]
     labels = (kind == MATCHED).long()                                   # (B,)
-    # a swap that found no two colours left the caption unchanged: it is a match after all
+    # an image with no false exchange has its own caption as the swapped one: a match after all
     labels = torch.where((kind == SWAPPED) & (text_ids == captions.text_ids[image_index]).all(1), 1, labels)
     return {"images": images, "text_ids": text_ids, "text_mask": text_ids != Tokenizer.PAD, "labels": labels}
-
-
-def colour_token_ids(tokenizer):
-    ids = [tokenizer.encode(name)[1] for name in COLOURS]               # [CLS] word [SEP] -> word
-    return [i for i in ids if i != Tokenizer.UNK]
 
 
 def _kinds_and_others(n_images, index, generator):
@@ -123,14 +107,13 @@ class ITMBatches:
 
     def __init__(self, captions, tokenizer, batch_size, seed, device, image_size=None, mlm_prob=0.0):
         self.captions, self.batch_size, self.image_size, self.mlm_prob = captions, batch_size, image_size, mlm_prob
-        self.swapped = swap_two_colours(captions.text_ids, colour_token_ids(tokenizer), seed).to(device)
         self.maskable = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)   # (vocab,)
         self.maskable[maskable_token_ids(tokenizer)] = True
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def next(self):
         index = torch.randint(len(self.captions), (self.batch_size,), generator=self.generator,
-                              device=self.swapped.device)
+                              device=self.maskable.device)
         batch = self.batch_of(index)
         return fit_images(batch, self.image_size) if self.image_size else batch
 
@@ -138,7 +121,7 @@ class ITMBatches:
         """The images of `image_index` with a matched, random or swapped caption (and, with MLM,
         their own captions masked), drawn from this stream's generator."""
         kind, other = _kinds_and_others(len(self.captions), image_index, self.generator)
-        batch = itm_batch(self.captions, image_index, kind, other, self.swapped)
+        batch = itm_batch(self.captions, image_index, kind, other)
         if self.mlm_prob > 0:
             add_masked_captions(batch, self.captions, image_index, self.maskable, self.mlm_prob, self.generator)
         return batch

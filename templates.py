@@ -3,11 +3,12 @@
 The sentence templates of tasks.py are built from these words and noun phrases, so the
 tokenizer's vocabulary is a fixed list (`lexicon`), the same however many examples are
 generated: TEMPLATE_WORDS must hold every other word of those sentences (a test checks it).
-The captions are the image-text pairs of the pre-training stage (pretrain.py).
+The captions are the image-text pairs of the pre-training stage (pretrain.py), each with a
+colour-swapped copy that the program finds false of its scene: the stage's hard negative.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -47,18 +48,78 @@ def lexicon(cfg: DataConfig) -> list[str]:
     return TEMPLATE_WORDS + [w for r in REL_TEXT.values() for w in r.split()] + values + list(NUMBER_WORDS)
 
 
-def caption(rng: np.random.Generator, scene: Scene) -> str:
-    """Up to four visible objects, paired by a relation that holds, and the curtain:
-    'a large red circle left of a small blue square . a small green triangle .'"""
+# ----------------------------------------------------------------------------- captions
+
+class Clause(NamedTuple):
+    """One sentence of a caption: an object ('a small green triangle'), or two objects and a
+    relation that holds between them ('a large red circle left of a small blue square')."""
+    first: Description
+    relation: str | None = None
+    second: Description | None = None
+
+
+def caption_clauses(rng: np.random.Generator, scene: Scene) -> list[Clause]:
+    """Up to four visible objects, fully described, paired by a relation that holds."""
     visible = scene.visible_objects
     picked = [visible[i] for i in rng.permutation(len(visible))[:4].tolist()]
     clauses = []
     for i in range(0, len(picked), 2):
-        a = noun(describe(picked[i], ATTRIBUTES))
+        first = describe(picked[i], ATTRIBUTES)
         if i + 1 < len(picked):
             rel = choice(rng, [r for r in RELATIONS if holds(r, picked[i], picked[i + 1])])
-            a += f" {REL_TEXT[rel]} a {noun(describe(picked[i + 1], ATTRIBUTES))}"
-        clauses.append(f"a {a}")
-    if scene.curtain is not None:
-        clauses.append("a curtain")
-    return " . ".join(clauses) + " ."
+            clauses.append(Clause(first, rel, describe(picked[i + 1], ATTRIBUTES)))
+        else:
+            clauses.append(Clause(first))
+    return clauses
+
+
+def caption_text(clauses: list[Clause], curtain: bool) -> str:
+    """'a large red circle left of a small blue square . a small green triangle . a curtain .'"""
+    sentences = [f"a {noun(c.first)}" + (f" {REL_TEXT[c.relation]} a {noun(c.second)}" if c.relation else "")
+                 for c in clauses]
+    if curtain:
+        sentences.append("a curtain")
+    return " . ".join(sentences) + " ."
+
+
+def caption(rng: np.random.Generator, scene: Scene) -> str:
+    """The image's caption: its clauses, and the curtain if there is one."""
+    return caption_text(caption_clauses(rng, scene), scene.curtain is not None)
+
+
+def describes(clauses: list[Clause], scene: Scene) -> bool:
+    """Is every clause true of the objects in view? The program's answer, not the words'."""
+    visible = scene.visible_objects
+
+    def true(c: Clause) -> bool:
+        if c.relation is None:
+            return any(c.first.matches(o) for o in visible)
+        return any(c.first.matches(a) and c.second.matches(b) and holds(c.relation, a, b)
+                   for a in visible for b in visible)
+    return all(true(c) for c in clauses)
+
+
+def colours_exchanged(clauses: list[Clause], one: tuple[int, str], other: tuple[int, str]) -> list[Clause]:
+    """The clauses with the colours of two objects exchanged; an object is (clause index, "first" or "second")."""
+    out = list(clauses)
+    colour_one, colour_other = (getattr(clauses[i], part).colour for i, part in (one, other))
+    for (i, part), colour in ((one, colour_other), (other, colour_one)):
+        out[i] = out[i]._replace(**{part: getattr(out[i], part)._replace(colour=colour)})
+    return out
+
+
+def swapped_caption(rng: np.random.Generator, scene: Scene, clauses: list[Clause]) -> str | None:
+    """A hard negative for image-text matching (pretrain.py): the caption with the colours of two of
+    its objects exchanged, the same words in other bindings. Chosen at random among the exchanges that
+    make it false of the scene: an exchange can happen to describe other objects in the picture
+    (about one in twenty do, on the default scenes), and that caption is no negative. None if no
+    exchange makes it false (e.g. every object named has one colour)."""
+    objects = [(i, part) for i, c in enumerate(clauses) for part in ("first", "second")
+               if getattr(c, part) is not None]
+    colour = {(i, part): getattr(clauses[i], part).colour for i, part in objects}
+    pairs = [(a, b) for k, a in enumerate(objects) for b in objects[k + 1:] if colour[a] != colour[b]]
+    for k in rng.permutation(len(pairs)).tolist():
+        swapped = colours_exchanged(clauses, *pairs[k])
+        if not describes(swapped, scene):
+            return caption_text(swapped, scene.curtain is not None)
+    return None

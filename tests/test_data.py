@@ -252,21 +252,62 @@ def test_vqa_answers_agree_with_an_independent_check(raw):
         assert vqa_answer(text, r.scenes[i]) == answers[label], text
 
 
+def caption_is_true(text: str, scene) -> bool:
+    """Read back from the words alone: is every sentence of a caption true of the objects in view?"""
+    visible = scene.visible_objects
+    clauses = [c.split() for c in text[:-2].split(" . ")]
+    assert (["a", "curtain"] in clauses) == (scene.curtain is not None), text
+    for c in clauses:
+        if c == ["a", "curtain"]:
+            continue
+        if len(c) > 4:
+            d1, rel, d2 = split_relation(c[1:])
+            if not exists_pair(visible, parse_np(d1), rel, parse_np(d2)):
+                return False
+        elif not any(matches(o, parse_np(c[1:])) for o in visible):
+            return False
+    return True
+
+
+def colour_exchanges(text: str) -> list[str]:
+    """Every text made from `text` by exchanging two of its colour words of different value."""
+    words = text.split()
+    at = [i for i, w in enumerate(words) if w in scenes.COLOURS]
+    out = []
+    for a, b in itertools.combinations(at, 2):
+        if words[a] != words[b]:
+            swapped = list(words)
+            swapped[a], swapped[b] = words[b], words[a]
+            out.append(" ".join(swapped))
+    return out
+
+
 def test_captions_are_true_of_the_visible_scene(raw):
     _, splits = raw
     for r in splits.values():
         for scene, text in zip(r.scenes, r.captions):
-            visible = scene.visible_objects
-            clauses = [c.split() for c in text[:-2].split(" . ")]
-            for c in clauses:
-                if c == ["a", "curtain"]:
-                    assert scene.curtain is not None
-                elif len(c) > 4:
-                    d1, rel, d2 = split_relation(c[1:])
-                    assert exists_pair(visible, parse_np(d1), rel, parse_np(d2)), text
-                else:
-                    assert any(matches(o, parse_np(c[1:])) for o in visible), text
-            assert (["a", "curtain"] in clauses) == (scene.curtain is not None)
+            assert caption_is_true(text, scene), text
+
+
+def test_swapped_captions_exchange_two_colours_and_are_false_of_the_scene(raw):
+    """The ITM hard negatives: two colour words of the caption exchanged, false of the image; the caption
+    itself only where every exchange is true (then ITM counts the pair as matched)."""
+    _, splits = raw
+    kept = 0
+    for r in splits.values():
+        assert len(r.swapped_captions) == len(r.captions) == len(r.swapped_caption_ids)
+        for scene, text, swapped in zip(r.scenes, r.captions, r.swapped_captions):
+            exchanges = colour_exchanges(text)
+            if swapped == text:
+                kept += 1
+                assert all(caption_is_true(t, scene) for t in exchanges), text
+            else:
+                assert swapped in exchanges and not caption_is_true(swapped, scene), (text, swapped)
+    assert kept < 0.1 * sum(len(r.captions) for r in splits.values())
+    # some exchanges are true of the scene: exactly the ones the check above must have avoided
+    true_exchanges = sum(caption_is_true(t, s) for r in splits.values() for s, c in zip(r.scenes, r.captions)
+                         for t in colour_exchanges(c))
+    assert true_exchanges > 0
 
 
 # ------------------------------------------------------------------- scenes and rendering
@@ -305,7 +346,7 @@ def test_generation_is_deterministic_and_independent_of_workers(monkeypatch):
     for task in TASKS:
         a, b = generate_split(cfg, task, "train"), generate_split(replace(cfg, workers=2), task, "train")
         assert a.images.tobytes() == b.images.tobytes()
-        assert a.texts == b.texts and a.captions == b.captions
+        assert a.texts == b.texts and a.captions == b.captions and a.swapped_captions == b.swapped_captions
         assert torch.equal(a.labels, b.labels) and torch.equal(a.image_index, b.image_index)
 
 
@@ -401,6 +442,10 @@ def test_make_batch_shapes_and_mask(bench):
     assert bench.num_classes("vqa") == len(bench.answers) == bench.splits["vqa"]["train"].vqa_scores.shape[1]
     captions = bench.captions["val"]
     assert len(captions) == len(captions.images) == sum(len(bench.splits[t]["val"].images) for t in TASKS)
+    assert captions.swapped_ids.shape == captions.text_ids.shape
+    # the same words in another order (two colours exchanged), or the caption itself where no exchange is false
+    assert torch.equal(captions.swapped_ids.sort(1).values, captions.text_ids.sort(1).values)
+    assert set((captions.swapped_ids != captions.text_ids).sum(1).tolist()) <= {0, 2}
 
 
 def test_subset_keeps_only_the_named_families_whole(bench):
@@ -427,6 +472,7 @@ def test_cache_hit_returns_identical_data(bench, monkeypatch):
             assert (a.curtain is None) == (task != "entailment")
             assert a.curtain is None or torch.equal(a.curtain, b.curtain)
     assert again.captions["train"].texts == bench.captions["train"].texts
+    assert torch.equal(again.captions["train"].swapped_ids, bench.captions["train"].swapped_ids)
     assert not [f for f in os.listdir(bench.config.cache_dir) if f.endswith(".tmp")]
 
 

@@ -5,17 +5,8 @@ import torch.nn.functional as F
 
 from data import Tokenizer
 from model import model_config
-from pretrain import ITMBatches, itm_validation_batches, mask_words, masked_language_loss, swap_two_colours
+from pretrain import ITMBatches, itm_validation_batches, mask_words, masked_language_loss
 from teacher import FusionEncoder
-
-
-def test_swap_exchanges_two_different_colours_and_keeps_the_words():
-    red, blue, circle, square = 10, 11, 20, 21
-    text = torch.tensor([[1, red, circle, blue, square, 2], [1, red, circle, red, square, 2]])
-    swapped = swap_two_colours(text, [red, blue], seed=0)
-    assert swapped[0].tolist() == [1, blue, circle, red, square, 2]
-    assert torch.equal(swapped[1], text[1])            # no two different colours: unchanged
-    assert torch.equal(swapped.sort(1).values, text.sort(1).values)
 
 
 class FakeCaptions:
@@ -24,6 +15,9 @@ class FakeCaptions:
         self.text_ids = torch.randint(5, 30, (n, 7))
         self.text_ids[:, 0], self.text_ids[:, -1] = 1, 2
         self.text_ids[:, 1], self.text_ids[:, 3] = 10, 11   # two colours in every caption
+        self.swapped_ids = self.text_ids.clone()
+        self.swapped_ids[:, 1], self.swapped_ids[:, 3] = 11, 10   # exchanged
+        self.swapped_ids[:8] = self.text_ids[:8]            # no exchange false of these images: kept
 
     def __len__(self):
         return len(self.images)
@@ -49,6 +43,9 @@ def test_itm_batches_label_matches_by_construction():
     own = captions.text_ids[shown]
     matched = (batch["text_ids"] == own).all(1)
     assert torch.equal(matched.long(), batch["labels"])
+    # a quarter are the shown image's swapped caption, label 0 unless it was kept as the caption itself
+    swapped = (batch["text_ids"] == captions.swapped_ids[shown]).all(1) & ~matched
+    assert 0.15 < swapped.float().mean() < 0.35 and not batch["labels"][swapped].any()
 
 
 def test_mask_words_masks_only_maskable_words_and_at_least_one_per_caption():
