@@ -10,7 +10,7 @@ them, and benchmark_report.py describes them (`python data.py`). The tasks:
 - vqa        (VQA v2-like):  image + question -> answer; ten synthetic annotators give
   the VQA soft scores
 plus one caption per image, and a copy of it with two colours exchanged that is false of the
-image, for image-text matching.
+image where an exchange can be (the caption itself elsewhere), for image-text matching.
 
 Each task has question *families* (README, "The benchmark"): a template plus a program.
 The label is always what the program returns on the symbolic scene (programs.execute,
@@ -186,7 +186,7 @@ class RawSplit:
     family: torch.Tensor         # long [N]
     text_ids: torch.Tensor       # long [N, l], padded to the longest text of the split
     caption_ids: torch.Tensor    # long [N_img, l]
-    swapped_caption_ids: torch.Tensor  # long [N_img, l]: each caption with two colours exchanged, false of its image
+    swapped_caption_ids: torch.Tensor  # long [N_img, l]: each caption with two colours exchanged (pretrain.py)
     curtain: torch.Tensor        # bool [N_img]: a curtain hides some cells (all False outside entailment)
     texts: list[str]             # statement / hypothesis / question per example
     captions: list[str]          # one per image
@@ -333,7 +333,7 @@ class TaskSplit:
 class CaptionSplit:
     images: torch.Tensor         # uint8 [N_img, H, W, 3], every image of every task built
     text_ids: torch.Tensor       # long [N_img, L], one caption per image
-    swapped_ids: torch.Tensor    # long [N_img, L], each caption with two colours exchanged, false of its image
+    swapped_ids: torch.Tensor    # long [N_img, L], each caption with two colours exchanged (pretrain.py)
     texts: list[str]
 
     def __len__(self) -> int:

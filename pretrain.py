@@ -11,11 +11,12 @@ pre-trains on real image-caption corpora; the released code has no pre-training 
 
 The swapped negatives cannot be told apart by a bag of words: they need the binding of
 colours to shapes, which is what fusion does well and what the student must learn. They
-are made with the captions (templates.swapped_caption) and checked on the symbolic scene:
-an exchange can happen to describe two other objects of the picture, about one in twenty
-on the default scenes, and is then no negative (the code until 2026-11-30 labelled those
-0 all the same). An image whose every exchange is true keeps its caption there, and that
-pair counts as matched. Another image's caption is true of this one far more rarely (under
+are made with the captions, one per image, fixed by the data seed (templates.swapped_caption),
+and checked against the objects in view of the symbolic scene: an exchange can happen to
+describe two other objects of the picture, about one in twenty on the default scenes, and is
+then no negative (the code until 2026-11-30 drew the exchange per training seed and labelled
+those 0 all the same). An image whose every exchange is true keeps its caption there, and
+that pair counts as matched. Another image's caption is true of this one far more rarely (under
 0.2% of pairs on the tiny and default scenes) and is left unchecked.
 
 The teacher also learns masked language modelling (MLM), as ViLT does: in the image's own

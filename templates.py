@@ -82,11 +82,6 @@ def caption_text(clauses: list[Clause], curtain: bool) -> str:
     return " . ".join(sentences) + " ."
 
 
-def caption(rng: np.random.Generator, scene: Scene) -> str:
-    """The image's caption: its clauses, and the curtain if there is one."""
-    return caption_text(caption_clauses(rng, scene), scene.curtain is not None)
-
-
 def describes(clauses: list[Clause], scene: Scene) -> bool:
     """Is every clause true of the objects in view? The program's answer, not the words'."""
     visible = scene.visible_objects

@@ -292,9 +292,10 @@ def test_captions_are_true_of_the_visible_scene(raw):
 def test_swapped_captions_exchange_two_colours_and_are_false_of_the_scene(raw):
     """The ITM hard negatives: two colour words of the caption exchanged, false of the image; the caption
     itself only where every exchange is true (then ITM counts the pair as matched)."""
-    _, splits = raw
-    kept = 0
+    cfg, splits = raw
+    kept, tokenizer = 0, Tokenizer(templates.lexicon(cfg))
     for r in splits.values():
+        assert torch.equal(r.swapped_caption_ids, tokenizer.encode_batch(r.swapped_captions))
         assert len(r.swapped_captions) == len(r.captions) == len(r.swapped_caption_ids)
         for scene, text, swapped in zip(r.scenes, r.captions, r.swapped_captions):
             exchanges = colour_exchanges(text)

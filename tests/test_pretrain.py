@@ -43,9 +43,13 @@ def test_itm_batches_label_matches_by_construction():
     own = captions.text_ids[shown]
     matched = (batch["text_ids"] == own).all(1)
     assert torch.equal(matched.long(), batch["labels"])
-    # a quarter are the shown image's swapped caption, label 0 unless it was kept as the caption itself
+    # a quarter are the shown image's cached swapped caption (label 0, or 1 where it is the caption itself),
+    # a quarter another image's caption: nothing else
     swapped = (batch["text_ids"] == captions.swapped_ids[shown]).all(1) & ~matched
-    assert 0.15 < swapped.float().mean() < 0.35 and not batch["labels"][swapped].any()
+    other = (batch["text_ids"][:, None] == captions.text_ids[None]).all(2).float().argmax(1)   # (B,) a caption's image
+    random = (batch["text_ids"] == captions.text_ids[other]).all(1) & (other != shown)
+    assert 0.15 < swapped.float().mean() < 0.35 and 0.15 < random.float().mean() < 0.35
+    assert (matched | swapped | random).all() and not batch["labels"][swapped | random].any()
 
 
 def test_mask_words_masks_only_maskable_words_and_at_least_one_per_caption():
