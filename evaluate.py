@@ -18,6 +18,7 @@ from batches import fit_images, make_batch
 from distill import kl_rows, student_cross_modal_attention
 from loader import RealSplit, eval_batches
 from metrics import nlvr2_consistency
+from pretrain import ITM_KINDS
 from realdata import write_vqa_results
 from runtime import autocast_for
 from teacher import teacher_cross_modal_attention
@@ -165,21 +166,24 @@ def attention_agreement(teacher, student, split, task, cfg, device, examples=ATT
 
 @torch.no_grad()
 def evaluate_itm(model, batches, cfg, device):
-    """Image-text matching accuracy on fixed validation batches; with masked captions (the teacher),
-    also the accuracy of its masked-word predictions."""
+    """Image-text matching accuracy on fixed validation batches, also per kind of pair (per_family:
+    matched, another image's caption, colours exchanged: the last needs binding); with masked captions
+    (the teacher), also the accuracy of its masked-word predictions."""
     model.eval()
-    correct, total, mlm_correct, mlm_total = 0.0, 0, 0, 0
+    correct, kinds, mlm_correct, mlm_total = [], [], 0, 0
     for batch in batches:
         with autocast_for(cfg, device):
             out = model(fit_images(batch, model.config.image_size), "itm")
-        correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
-        total += len(batch["labels"])
+        correct.append(out.logits.argmax(-1) == batch["labels"])         # (B,) bool
+        kinds.append(batch["itm_kind"])
         if out.mlm_logits is not None:
             masked = batch["mlm_labels"] != -100                        # (B, L)
             mlm_correct += (out.mlm_logits.argmax(-1)[masked] == batch["mlm_labels"][masked]).sum().item()
             mlm_total += masked.sum().item()
     model.train()
-    metrics = {"accuracy": 100 * correct / total, "per_family": {}}
+    correct, kinds = torch.cat(correct).float(), torch.cat(kinds)
+    per_kind = {name: 100 * correct[kinds == k].mean().item() for k, name in enumerate(ITM_KINDS) if (kinds == k).any()}
+    metrics = {"accuracy": 100 * correct.mean().item(), "per_family": per_kind}
     if mlm_total:
         metrics["mlm_accuracy"] = 100 * mlm_correct / mlm_total
     return metrics

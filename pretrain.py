@@ -42,6 +42,7 @@ from data import Tokenizer
 from scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2
+ITM_KINDS = ("matched", "another image's caption", "colours exchanged")   # names of the three, in that order
 
 
 def maskable_token_ids(tokenizer) -> list[int]:
@@ -83,7 +84,8 @@ def itm_batch(captions, image_index, kind, other):
     labels = (kind == MATCHED).long()                                   # (B,)
     # an image with no false exchange has its own caption as the swapped one: a match after all
     labels = torch.where((kind == SWAPPED) & (text_ids == captions.text_ids[image_index]).all(1), 1, labels)
-    return {"images": images, "text_ids": text_ids, "text_mask": text_ids != Tokenizer.PAD, "labels": labels}
+    return {"images": images, "text_ids": text_ids, "text_mask": text_ids != Tokenizer.PAD, "labels": labels,
+            "itm_kind": kind}                                           # (B,) MATCHED, RANDOM or SWAPPED
 
 
 def _kinds_and_others(n_images, index, generator):

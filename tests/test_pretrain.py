@@ -1,11 +1,16 @@
 """Pre-training batches: the ITM negatives are what they claim to be; MLM masks what it says."""
 
+import types
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from data import Tokenizer
+from evaluate import evaluate_itm
 from model import model_config
-from pretrain import ITMBatches, itm_validation_batches, mask_words, masked_language_loss
+from pretrain import ITM_KINDS, SWAPPED, ITMBatches, itm_validation_batches, mask_words, masked_language_loss
+from train import TrainConfig
 from teacher import FusionEncoder
 
 
@@ -127,3 +132,25 @@ def test_teacher_mlm_scores_every_word_and_ignores_padding():
     assert teacher.mlm_head.decoder.weight.grad.abs().sum() > 0
     assert teacher.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert teacher(batch, "vqa").mlm_logits is None                         # only in pre-training
+
+
+def test_itm_validation_reports_each_kind_of_pair():
+    """A model that calls every pair matched: right on every matched pair, wrong on every other image's
+    caption, right on a swapped pair only where the image kept its caption (no false exchange)."""
+    class AlwaysMatched(torch.nn.Module):
+        config = model_config("tiny", vocab_size=30, num_answers=5)
+
+        def forward(self, batch, task):
+            logits = torch.tensor([0.0, 1.0]).expand(len(batch["labels"]), 2)
+            return types.SimpleNamespace(logits=logits, mlm_logits=None)
+
+    captions = FakeCaptions()
+    batches = itm_validation_batches(captions, FakeTokenizer(), 16, "cpu")
+    kinds = torch.cat([b["itm_kind"] for b in batches])
+    image = torch.arange(len(captions))                                  # validation: every image once, in order
+    metrics = evaluate_itm(AlwaysMatched(), batches, TrainConfig(device="cpu", dtype="fp32"), torch.device("cpu"))
+    matched, other, swapped = (metrics["per_family"][name] for name in ITM_KINDS)
+    assert matched == 100.0 and other == 0.0
+    assert swapped == 100 * (image[kinds == SWAPPED] < 8).float().mean().item()
+    labels = torch.cat([b["labels"] for b in batches]).float()
+    assert metrics["accuracy"] == pytest.approx(100 * labels.mean().item())
