@@ -66,8 +66,11 @@ def report(bench: Benchmark, examples: int = 3, families=()) -> str:
                      + ", ".join(f"{k} {v:.1f}" for k, v in baseline.items()))
         for i in range(examples):
             lines.append(f"  e.g. {train.texts[i]!r} -> {label_name(bench, task, int(train.labels[i]))}")
+    train = bench.captions["train"]
+    kept = (train.swapped_ids == train.text_ids).all(1).float().mean().item()     # no exchange false of the image
     lines.append("== captions: " + ", ".join(f"{s} {len(c)}" for s, c in bench.captions.items())
-                 + f"; e.g. {bench.captions['train'].texts[0]!r}")
+                 + f"; e.g. {train.texts[0]!r}; colour-swapped negatives false of their image: "
+                 + f"{100 * (1 - kept):.1f}% of train (the rest keep the caption)")
     lines.append(f"== vocabulary {len(bench.tokenizer)} tokens, {len(bench.answers)} VQA answers")
     return "\n".join(lines)
 

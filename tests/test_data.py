@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -626,6 +627,8 @@ def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_p
     out = capsys.readouterr().out
     assert "B1_exist" in out and "B2_not_exist" in out and "B5_relation_exist" not in out
     assert "text-only baseline on test" in out and "image without curtain" in out
+    kept = re.search(r"colour-swapped negatives false of their image: ([\d.]+)% of train", out)
+    assert kept and 85 < float(kept.group(1)) < 100       # tiny entailment: about 92%
     for families, error in (("B1_exists", "'B1_exists' is not a family of --tasks entailment"),
                             ("A1_binding", "'A1_binding' is not a family of --tasks entailment")):
         monkeypatch.setattr(sys, "argv", argv + ["--families", families])
