@@ -306,7 +306,7 @@ def test_swapped_captions_exchange_two_colours_and_are_false_of_the_scene(raw):
             else:
                 assert swapped in exchanges and not caption_is_true(swapped, scene), (text, swapped)
     assert kept < 0.1 * sum(len(r.captions) for r in splits.values())
-    # some exchanges are true of the scene: exactly the ones the check above must have avoided
+    # the fixture holds exchanges that are true of their scene, so the check above had some to avoid
     true_exchanges = sum(caption_is_true(t, s) for r in splits.values() for s, c in zip(r.scenes, r.captions)
                          for t in colour_exchanges(c))
     assert true_exchanges > 0
