@@ -159,6 +159,18 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     bar = tqdm(total=steps, initial=start - 1, desc=f"{name:<34}", disable=not (cfg.progress and rt.main),
                dynamic_ncols=True, leave=False)
     tick, logged_at = time.perf_counter(), start - 1      # logged_at: the step of the last train record
+
+    def log_train(step, grad_norm):
+        """A train record: each loss term's mean over the steps since the last record. Host-device syncs."""
+        nonlocal sums, tick, logged_at
+        elapsed, done = time.perf_counter() - tick, step - logged_at
+        means = {key: value.item() / done for key, value in sums.items()}
+        rate = done * cfg.batch_size / elapsed
+        bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
+        rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
+                 ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
+        sums, tick, logged_at = {}, time.perf_counter(), step
+
     with StopRequest() as stop:
         for step in range(start, steps + 1):
             batch = batches.next() if getattr(batches, "per_process", False) else shard(batches.next(), rt)
@@ -171,13 +183,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 
             if step % cfg.log_every == 0 or step == steps:   # host-device syncs only here (and at a stop check)
                 stop_if_not_finite(step, terms)
-                elapsed, done = time.perf_counter() - tick, step - logged_at
-                means = {key: value.item() / done for key, value in sums.items()}
-                rate = done * cfg.batch_size / elapsed
-                bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
-                rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),
-                          ms_per_step=1000 * elapsed / done, samples_per_s=rate, **means)
-                sums, tick, logged_at = {}, time.perf_counter(), step
+                log_train(step, grad_norm)
 
             if step % eval_every == 0 or step == steps:
                 stop_if_not_finite(step, terms)
@@ -195,6 +201,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 
             if stop_requested(step, stop):
                 stop_if_not_finite(step, terms)
+                if step > logged_at:   # the steps since the last record are logged, not lost
+                    log_train(step, grad_norm)
                 save_last(step)
                 bar.close()
                 rt.barrier()   # no process leaves before the checkpoint is on disk

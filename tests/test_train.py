@@ -324,8 +324,9 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
 
 
 def test_the_first_record_after_a_resume_averages_the_steps_it_ran(tmp_path):
-    """Stopped after step 7 and resumed, logging every 5: the record at step 10 is the mean loss of steps
-    8-10, as a run logging every step measured them (not their sum over 5)."""
+    """Stopped after step 7 and resumed, logging every 5: the stop writes a record of steps 6-7, and the
+    record at step 10 is the mean loss of steps 8-10, as a run logging every step measured them (not their
+    sum over 5)."""
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
               "--eval-every", "12", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
     train.main(common + ["--log-every", "1", "--out-dir", str(tmp_path / "every")])
@@ -336,7 +337,8 @@ def test_the_first_record_after_a_resume_averages_the_steps_it_ran(tmp_path):
         records = [json.loads(line) for line in (tmp_path / folder / "metrics.jsonl").read_text().splitlines()]
         return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
     every, parts = losses("every"), losses("parts")
-    assert sorted(parts) == [5, 10, 12]
+    assert sorted(parts) == [5, 7, 10, 12]
+    assert parts[7] == pytest.approx(sum(every[s] for s in (6, 7)) / 2, rel=1e-5)
     assert parts[10] == pytest.approx(sum(every[s] for s in (8, 9, 10)) / 3, rel=1e-5)
 
 
