@@ -211,9 +211,10 @@ def generate_groups(cfg: DataConfig, task: str, split: str, groups: range):
         rng = np.random.default_rng([cfg.seed, TASKS.index(task), SPLITS.index(split), g])
         group_scenes, examples = GROUPS[task](rng, g, cfg)
         clauses = [caption_clauses(rng, s) for s in group_scenes]
-        captions += [caption_text(c, s.curtain is not None) for c, s in zip(clauses, group_scenes)]
-        swapped += [swapped_caption(rng, s, c) or captions[len(scenes) + i]   # none false: the caption itself
-                    for i, (c, s) in enumerate(zip(clauses, group_scenes))]
+        group_captions = [caption_text(c, s.curtain is not None) for c, s in zip(clauses, group_scenes)]
+        captions += group_captions
+        swapped += [swapped_caption(rng, s, c) or text   # no exchange false: the caption itself
+                    for c, s, text in zip(clauses, group_scenes, group_captions)]
         rows += [(tuple(len(scenes) + i for i in k), *rest) for k, *rest in examples]
         scenes += group_scenes
     scenes = [Scene(s.objects, s.background, s.curtain) for s in scenes]  # drop cached properties

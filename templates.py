@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from programs import holds
+from programs import execute, holds
 from scenes import ATTRIBUTES, RELATIONS, SHAPES, SIZES, Description, Scene, describe
 
 if TYPE_CHECKING:   # type hints only: data.py imports this file
@@ -82,16 +82,17 @@ def caption_text(clauses: list[Clause], curtain: bool) -> str:
     return " . ".join(sentences) + " ."
 
 
+def clause_program(c: Clause) -> tuple:
+    """The clause as a program of programs.py: is there such an object (related so to such another)?"""
+    if c.relation is None:
+        return ("exist", ("filter", c.first, ("scene",)))
+    return ("exist", ("filter", c.first, ("relate", c.relation, ("filter", c.second, ("scene",)))))
+
+
 def describes(clauses: list[Clause], scene: Scene) -> bool:
     """Is every clause true of the objects in view? The program's answer, not the words'."""
-    visible = scene.visible_objects
-
-    def true(c: Clause) -> bool:
-        if c.relation is None:
-            return any(c.first.matches(o) for o in visible)
-        return any(c.first.matches(a) and c.second.matches(b) and holds(c.relation, a, b)
-                   for a in visible for b in visible)
-    return all(true(c) for c in clauses)
+    in_view = Scene(scene.visible_objects, scene.background)   # a caption describes what the image shows
+    return all(execute(clause_program(c), in_view) for c in clauses)
 
 
 def colours_exchanged(clauses: list[Clause], one: tuple[int, str], other: tuple[int, str]) -> list[Clause]:
