@@ -24,6 +24,11 @@ PATH_FLAGS = ("--data-dir", "--image-dir", "--vocab")   # folders and files on t
 OTHER_TOOLS_FLAGS = {"--index-url", "--shm-size", "--ipc"}   # pip's and docker's
 
 
+def prose(text: str) -> str:
+    """The text without its fenced code blocks (indented ones too)."""
+    return re.sub(r"^[ \t]*```.*?^[ \t]*```", "", text, flags=re.S | re.M)
+
+
 def shell_commands(text: str) -> list[str]:
     """Each command in ```bash (or ```sh, or bare ```) blocks, continued lines joined, with any
     `python x.py ...` written in a comment; and each `python ...` span of the prose."""
@@ -35,8 +40,7 @@ def shell_commands(text: str) -> list[str]:
             code, _, comment = line.partition("#")
             commands.append(code.strip())
             commands += [c.strip() for c in re.findall(r"python3? \w+\.py[^()]*", comment)]
-    prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", "", text, flags=re.S | re.M)
-    spans = [" ".join(span.split()) for span in re.findall(r"`(python3? [^`]+)`", prose)]
+    spans = [" ".join(span.split()) for span in re.findall(r"`(python3? [^`]+)`", prose(text))]
     commands += [span for span in spans if len(span.split()) > 2]   # `python report.py` alone names it
     return [c for c in commands if c]
 
@@ -110,8 +114,8 @@ def test_documented_command_parses(program, argv, tmp_path):
 def test_every_flag_the_prose_names_exists(doc):
     """`--steps 2000`, `--families`, ...: each --flag in a backticked span is an option of some program."""
     options = every_option() | OTHER_TOOLS_FLAGS
-    prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", "", (ROOT / doc).read_text(), flags=re.S | re.M)
-    named = {flag for span in re.findall(r"`([^`]*)`", prose) for flag in re.findall(r"--[a-z][a-z0-9-]*", span)}
+    spans = re.findall(r"`([^`]*)`", prose((ROOT / doc).read_text()))
+    named = {flag for span in spans for flag in re.findall(r"--[a-z][a-z0-9-]*", span)}
     assert named and not named - options, f"not an option of any program: {sorted(named - options)}"
 
 
