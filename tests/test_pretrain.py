@@ -15,10 +15,14 @@ from teacher import FusionEncoder
 
 
 class FakeCaptions:
-    def __init__(self, n=64):
-        self.images = torch.randint(0, 255, (n, 8, 8, 3), dtype=torch.uint8)
-        self.text_ids = torch.randint(5, 30, (n, 7))
+    def __init__(self, n=64, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 255, (n, 8, 8, 3), dtype=torch.uint8, generator=g)
+        self.text_ids = torch.randint(5, 30, (n, 7), generator=g)
         self.text_ids[:, 0], self.text_ids[:, -1] = 1, 2
+        assert n <= 64
+        index = torch.arange(n)
+        self.text_ids[:, 2], self.text_ids[:, 4] = 12 + index // 8, 12 + index % 8   # no two captions alike
         self.text_ids[:, 1], self.text_ids[:, 3] = 10, 11   # two colours in every caption
         self.swapped_ids = self.text_ids.clone()
         self.swapped_ids[:, 1], self.swapped_ids[:, 3] = 11, 10   # exchanged
