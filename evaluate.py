@@ -164,28 +164,59 @@ def attention_agreement(teacher, student, split, task, cfg, device, examples=ATT
     return report
 
 
+def masked_right(mlm_logits, labels):
+    """How many masked words the arg-max predicts, and how many there are: two ints.
+    mlm_logits (B, L, vocab), labels (B, L) with -100 where nothing is masked."""
+    masked = labels != -100                                             # (B, L)
+    return (mlm_logits.argmax(-1)[masked] == labels[masked]).sum().item(), masked.sum().item()
+
+
+def right_without_binding(labels):
+    """The most masked words a caption-reader gets right that knows which words are masked but not
+    where each one goes: per caption, the count of its most frequent masked word, summed (an int).
+    labels (B, L) with -100 where nothing is masked."""
+    masked = labels != -100                                             # (B, L)
+    # same[b, i, j]: positions i and j of caption b hide the same word
+    same = (labels[:, :, None] == labels[:, None, :]) & masked[:, :, None] & masked[:, None, :]   # (B, L, L)
+    return same.sum(2).max(1).values.sum().item()
+
+
 @torch.no_grad()
 def evaluate_itm(model, batches, cfg, device):
     """Image-text matching accuracy on fixed validation batches, also per kind of pair (per_family:
-    matched, another image's caption, colours exchanged: the last needs binding); with masked captions
-    (the teacher), also the accuracy of its masked-word predictions."""
+    matched, another image's caption, colours exchanged: the last needs binding). With masked
+    captions (the teacher), also the accuracy of its masked-word predictions ("mlm_accuracy"), and
+    the binding probe: every colour of the caption masked at once ("colours_together"), against
+    the best a model that sees which colours are in the picture, but not which object has which,
+    can do ("colours_without_binding")."""
     model.eval()
-    correct, kinds, mlm_correct, mlm_total = [], [], 0, 0
+    correct, kinds = [], []
+    mlm_right = mlm_total = probe_right = probe_total = unbound_right = 0
     for batch in batches:
+        batch = fit_images(batch, model.config.image_size)
         with autocast_for(cfg, device):
-            out = model(fit_images(batch, model.config.image_size), "itm")
+            out = model(batch, "itm")
+            probe_logits = None
+            if out.mlm_logits is not None and "colour_probe_ids" in batch:
+                probe_logits = model.masked_words({**batch, "mlm_text_ids": batch["colour_probe_ids"]}, "itm")
         correct.append(out.logits.argmax(-1) == batch["labels"])         # (B,) bool
         kinds.append(batch["itm_kind"])
         if out.mlm_logits is not None:
-            masked = batch["mlm_labels"] != -100                        # (B, L)
-            mlm_correct += (out.mlm_logits.argmax(-1)[masked] == batch["mlm_labels"][masked]).sum().item()
-            mlm_total += masked.sum().item()
+            right, total = masked_right(out.mlm_logits, batch["mlm_labels"])
+            mlm_right, mlm_total = mlm_right + right, mlm_total + total
+        if probe_logits is not None:
+            right, total = masked_right(probe_logits, batch["colour_probe_labels"])
+            probe_right, probe_total = probe_right + right, probe_total + total
+            unbound_right += right_without_binding(batch["colour_probe_labels"])
     model.train()
     correct, kinds = torch.cat(correct).float(), torch.cat(kinds)
     per_kind = {name: 100 * correct[kinds == k].mean().item() for k, name in enumerate(ITM_KINDS) if (kinds == k).any()}
     metrics = {"accuracy": 100 * correct.mean().item(), "per_family": per_kind}
     if mlm_total:
-        metrics["mlm_accuracy"] = 100 * mlm_correct / mlm_total
+        metrics["mlm_accuracy"] = 100 * mlm_right / mlm_total
+    if probe_total:
+        metrics["colours_together"] = 100 * probe_right / probe_total
+        metrics["colours_without_binding"] = 100 * unbound_right / probe_total
     return metrics
 
 

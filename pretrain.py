@@ -32,6 +32,13 @@ already predicts it, so the gradient reaches the image patches from the first st
 words learn to look at the patches that answer them. With it, ITM leaves its prior too.
 The student cannot do MLM (its text tower never sees the image) and does not need to: it
 learns from the teacher's ITM predictions and cross-modal attention.
+
+What MLM does not teach by itself is binding. One masked colour among others is given away
+by the colours in view less those the rest of the caption names, so a model that knows which
+colours the picture holds, but not which object has which, gets most of them right. The
+validation batches therefore carry a probe: each caption with every colour word masked at
+once, scored against the best such a model can do (evaluate.evaluate_itm; EXPERIMENTS.md,
+section 1, has what it measured).
 """
 
 import torch
@@ -45,11 +52,15 @@ MATCHED, RANDOM, SWAPPED = 0, 1, 2
 ITM_KINDS = ("matched", "another image's caption", "colours exchanged")   # names of the three, in that order
 
 
+def token_ids_of(tokenizer, words) -> list[int]:
+    """The ids of those words that are one token of the vocabulary each."""
+    pieces = [tokenizer.encode(word)[1:-1] for word in words]           # [CLS] word [SEP] -> word
+    return sorted({p[0] for p in pieces if len(p) == 1} - {Tokenizer.UNK})
+
+
 def maskable_token_ids(tokenizer) -> list[int]:
     """The words MLM may mask: colours, sizes, shapes (singular and plural) and relations."""
-    words = [*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS]
-    ids = {tokenizer.encode(word)[1] for word in words}                 # [CLS] word [SEP] -> word
-    return sorted(ids - {Tokenizer.UNK})
+    return token_ids_of(tokenizer, [*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS])
 
 
 def mask_words(text_ids, maskable, prob, generator):
@@ -65,6 +76,16 @@ def mask_words(text_ids, maskable, prob, generator):
     masked = torch.where(chosen, Tokenizer.MASK, text_ids)
     labels = torch.where(chosen, text_ids, -100)
     return masked, labels
+
+
+def mask_every_colour(text_ids, is_colour):
+    """The binding probe of validation: every colour word of each caption masked at once.
+    text_ids: long (B, L); is_colour: bool (vocab,). Returns masked ids and labels as mask_words.
+    One masked colour among others is given away without binding: it is the colour in view
+    that the rest of the caption does not name. With all of them masked, only the words around
+    each one (its size, shape, relation) say which object's colour it is."""
+    colour = is_colour[text_ids]                                        # (B, L) bool
+    return torch.where(colour, Tokenizer.MASK, text_ids), torch.where(colour, text_ids, -100)
 
 
 def masked_language_loss(mlm_logits, labels):
@@ -137,8 +158,17 @@ class ITMBatches:
 
 
 def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, mlm_prob=0.0):
-    """A fixed list of ITM (and MLM) batches over a whole split (the same for every run)."""
+    """A fixed list of ITM (and MLM) batches over a whole split (the same for every run). With
+    MLM, each batch also holds the binding probe: the own captions with every colour masked."""
     stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
-    n = len(captions)
-    return [stream.batch_of(torch.arange(start, min(n, start + batch_size), device=device))
-            for start in range(0, n, batch_size)]
+    is_colour = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)   # (vocab,)
+    is_colour[token_ids_of(tokenizer, COLOURS)] = True
+    batches, n = [], len(captions)
+    for start in range(0, n, batch_size):
+        image_index = torch.arange(start, min(n, start + batch_size), device=device)
+        batch = stream.batch_of(image_index)
+        if mlm_prob > 0:
+            batch["colour_probe_ids"], batch["colour_probe_labels"] = mask_every_colour(
+                captions.text_ids[image_index], is_colour)
+        batches.append(batch)
+    return batches

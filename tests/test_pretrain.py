@@ -1,15 +1,17 @@
 """Pre-training batches: the ITM negatives are what they claim to be; MLM masks what it says."""
 
 import types
+from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from data import Tokenizer
-from evaluate import evaluate_itm
+from evaluate import evaluate_itm, right_without_binding
 from model import model_config
-from pretrain import ITM_KINDS, SWAPPED, ITMBatches, itm_validation_batches, mask_words, masked_language_loss
+from pretrain import (ITM_KINDS, SWAPPED, ITMBatches, itm_validation_batches, mask_words, masked_language_loss,
+                      token_ids_of)
 from train import TrainConfig
 from teacher import FusionEncoder
 
@@ -158,3 +160,67 @@ def test_itm_validation_reports_each_kind_of_pair():
     assert swapped == 100 * (image[kinds == SWAPPED] < 8).float().mean().item()
     labels = torch.cat([b["labels"] for b in batches]).float()
     assert metrics["accuracy"] == pytest.approx(100 * labels.mean().item())
+
+
+def test_token_ids_of_keeps_the_words_that_are_one_token():
+    class Pieces:
+        def encode(self, word):
+            return [1, *{"red": [10], "purple": [12, 13]}.get(word, [Tokenizer.UNK]), 2]
+
+    assert token_ids_of(Pieces(), ["red", "purple", "mauve"]) == [10]
+
+
+def test_colour_probe_masks_every_colour_of_the_own_caption_and_nothing_else():
+    captions = FakeCaptions()
+    batches = itm_validation_batches(captions, FakeTokenizer(), 16, "cpu", mlm_prob=0.3)
+    probe_ids = torch.cat([b["colour_probe_ids"] for b in batches])
+    labels = torch.cat([b["colour_probe_labels"] for b in batches])
+    colour = (captions.text_ids == 10) | (captions.text_ids == 11)          # every image once, in order
+    assert torch.equal(probe_ids == Tokenizer.MASK, colour)
+    assert torch.equal(torch.where(colour, labels, probe_ids), captions.text_ids)
+    assert (labels[~colour] == -100).all()
+    assert "colour_probe_ids" not in itm_validation_batches(captions, FakeTokenizer(), 16, "cpu")[0]
+
+
+def test_right_without_binding_counts_each_captions_most_frequent_masked_word():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(10, 14, (50, 9), generator=g)
+    labels[torch.rand(50, 9, generator=g) < 0.5] = -100
+    labels[0] = -100                                                        # nothing masked
+    by_hand = sum(max(Counter(row[row != -100].tolist()).values(), default=0) for row in labels)
+    assert right_without_binding(labels) == by_hand
+
+
+def test_colour_probe_tells_a_model_that_binds_from_one_that_only_sees_which_colours():
+    """Every caption holds red (10) at position 1 and green (11) at position 3, nowhere else. A
+    teacher that knows which object each colour word describes gets all of them; one that says
+    red everywhere gets half, which is the best without binding."""
+    captions = FakeCaptions()
+    rest = torch.ones_like(captions.text_ids, dtype=torch.bool)
+    rest[:, [1, 3]] = False
+    captions.text_ids[rest & ((captions.text_ids == 10) | (captions.text_ids == 11))] = 12
+
+    class Teacher(torch.nn.Module):
+        config = model_config("tiny", vocab_size=30, num_answers=5)
+
+        def __init__(self, binds):
+            super().__init__()
+            self.binds = binds
+
+        def masked_words(self, batch, task):
+            ids = batch["mlm_text_ids"]                                     # (B, L)
+            guess = torch.full_like(ids, 10)                                # red for every [MASK] ...
+            if self.binds:
+                guess[:, 3] = 11                                            # ... but green where green is
+            guess = torch.where(ids == Tokenizer.MASK, guess, ids)          # a word in view is copied
+            return F.one_hot(guess, 30).float()                             # (B, L, vocab)
+
+        def forward(self, batch, task):
+            return types.SimpleNamespace(logits=torch.zeros(len(batch["labels"]), 2),
+                                         mlm_logits=self.masked_words(batch, task))
+
+    batches = itm_validation_batches(captions, FakeTokenizer(), 16, "cpu", mlm_prob=0.3)
+    cfg, cpu = TrainConfig(device="cpu", dtype="fp32"), torch.device("cpu")
+    binds, sees_colours = (evaluate_itm(Teacher(b), batches, cfg, cpu) for b in (True, False))
+    assert binds["colours_together"] == 100.0 and sees_colours["colours_together"] == 50.0
+    assert binds["colours_without_binding"] == sees_colours["colours_without_binding"] == 50.0
