@@ -52,15 +52,21 @@ MATCHED, RANDOM, SWAPPED = 0, 1, 2
 ITM_KINDS = ("matched", "another image's caption", "colours exchanged")   # names of the three, in that order
 
 
+# The words MLM may mask: colours, sizes, shapes (singular and plural) and relations.
+MASKABLE_WORDS = (*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS)
+
+
 def token_ids_of(tokenizer, words) -> list[int]:
     """The ids of those words that are one token of the vocabulary each."""
     pieces = [tokenizer.encode(word)[1:-1] for word in words]           # [CLS] word [SEP] -> word
     return sorted({p[0] for p in pieces if len(p) == 1} - {Tokenizer.UNK})
 
 
-def maskable_token_ids(tokenizer) -> list[int]:
-    """The words MLM may mask: colours, sizes, shapes (singular and plural) and relations."""
-    return token_ids_of(tokenizer, [*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS])
+def vocabulary_table(tokenizer, words, device) -> torch.Tensor:
+    """bool (vocab,): True at the ids of `words` (token_ids_of), to look token ids up in."""
+    table = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
+    table[token_ids_of(tokenizer, words)] = True
+    return table
 
 
 def mask_words(text_ids, maskable, prob, generator):
@@ -131,8 +137,7 @@ class ITMBatches:
 
     def __init__(self, captions, tokenizer, batch_size, seed, device, image_size=None, mlm_prob=0.0):
         self.captions, self.batch_size, self.image_size, self.mlm_prob = captions, batch_size, image_size, mlm_prob
-        self.maskable = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)   # (vocab,)
-        self.maskable[maskable_token_ids(tokenizer)] = True
+        self.maskable = vocabulary_table(tokenizer, MASKABLE_WORDS, device)            # (vocab,)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def next(self):
@@ -161,8 +166,7 @@ def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, m
     """A fixed list of ITM (and MLM) batches over a whole split (the same for every run). With
     MLM, each batch also holds the binding probe: the own captions with every colour masked."""
     stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
-    is_colour = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)   # (vocab,)
-    is_colour[token_ids_of(tokenizer, COLOURS)] = True
+    is_colour = vocabulary_table(tokenizer, COLOURS, device)            # (vocab,)
     batches, n = [], len(captions)
     for start in range(0, n, batch_size):
         image_index = torch.arange(start, min(n, start + batch_size), device=device)
