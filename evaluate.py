@@ -18,7 +18,7 @@ from batches import fit_images, make_batch
 from distill import kl_rows, student_cross_modal_attention
 from loader import RealSplit, eval_batches
 from metrics import nlvr2_consistency
-from pretrain import ITM_KINDS
+from pretrain import ITM_KINDS, WORD_KINDS
 from realdata import write_vqa_results
 from runtime import autocast_for
 from teacher import teacher_cross_modal_attention
@@ -186,12 +186,14 @@ def evaluate_itm(model, batches, cfg, device):
     """Image-text matching accuracy on fixed validation batches, also per kind of pair (per_family:
     matched, another image's caption, colours exchanged: the last needs binding). With masked
     captions (the teacher), also the accuracy of its masked-word predictions ("mlm_accuracy"), and
+    per kind of word ("mlm_per_kind": colour, size, shape, relation; pretrain.WORD_KINDS), and
     the binding probe: every colour of the caption masked at once ("colours_together"), against
     the best a model that sees which colours are in the picture, but not which object has which,
     can do ("colours_without_binding")."""
     model.eval()
     correct, kinds = [], []
     mlm_right = mlm_total = probe_right = probe_total = unbound_right = 0
+    kind_right, kind_total = [0] * len(WORD_KINDS), [0] * len(WORD_KINDS)
     for batch in batches:
         batch = fit_images(batch, model.config.image_size)
         with autocast_for(cfg, device):
@@ -204,6 +206,11 @@ def evaluate_itm(model, batches, cfg, device):
         if out.mlm_logits is not None:
             right, total = masked_right(out.mlm_logits, batch["mlm_labels"])
             mlm_right, mlm_total = mlm_right + right, mlm_total + total
+            if "mlm_word_kind" in batch:
+                for k in range(len(WORD_KINDS)):
+                    of_kind = batch["mlm_labels"].masked_fill(batch["mlm_word_kind"] != k, -100)   # (B, L)
+                    right, total = masked_right(out.mlm_logits, of_kind)
+                    kind_right[k], kind_total[k] = kind_right[k] + right, kind_total[k] + total
         if probe_logits is not None:
             right, total = masked_right(probe_logits, batch["colour_probe_labels"])
             probe_right, probe_total = probe_right + right, probe_total + total
@@ -214,6 +221,9 @@ def evaluate_itm(model, batches, cfg, device):
     metrics = {"accuracy": 100 * correct.mean().item(), "per_family": per_kind}
     if mlm_total:
         metrics["mlm_accuracy"] = 100 * mlm_right / mlm_total
+    if any(kind_total):
+        metrics["mlm_per_kind"] = {name: 100 * kind_right[k] / kind_total[k]
+                                   for k, name in enumerate(WORD_KINDS) if kind_total[k]}
     if probe_total:
         metrics["colours_together"] = 100 * probe_right / probe_total
         metrics["colours_without_binding"] = 100 * unbound_right / probe_total

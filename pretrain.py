@@ -52,8 +52,11 @@ MATCHED, RANDOM, SWAPPED = 0, 1, 2
 ITM_KINDS = ("matched", "another image's caption", "colours exchanged")   # names of the three, in that order
 
 
-# The words MLM may mask: colours, sizes, shapes (singular and plural) and relations.
-MASKABLE_WORDS = (*COLOURS, *SIZES, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS)
+# The words MLM may mask, by kind: colours, sizes, shapes (singular and plural) and relations.
+# Validation reports the masked-word accuracy of each kind ("mlm_per_kind").
+WORD_KINDS = {"colour": tuple(COLOURS), "size": SIZES, "shape": (*SHAPES, *(s + "s" for s in SHAPES)),
+              "relation": RELATIONS}
+MASKABLE_WORDS = tuple(word for words in WORD_KINDS.values() for word in words)
 
 
 def token_ids_of(tokenizer, words) -> list[int]:
@@ -66,6 +69,14 @@ def vocabulary_table(tokenizer, words, device) -> torch.Tensor:
     """bool (vocab,): True at the ids of `words` (token_ids_of), to look token ids up in."""
     table = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
     table[token_ids_of(tokenizer, words)] = True
+    return table
+
+
+def word_kind_table(tokenizer, device) -> torch.Tensor:
+    """long (vocab,): at each maskable word's id the index of its kind in WORD_KINDS, -1 elsewhere."""
+    table = torch.full((len(tokenizer),), -1, dtype=torch.long, device=device)
+    for k, words in enumerate(WORD_KINDS.values()):
+        table[token_ids_of(tokenizer, words)] = k
     return table
 
 
@@ -164,14 +175,18 @@ class ITMBatches:
 
 def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, mlm_prob=0.0):
     """A fixed list of ITM (and MLM) batches over a whole split (the same for every run). With
-    MLM, each batch also holds the binding probe: the own captions with every colour masked."""
+    MLM, each batch also holds the kind of each masked word (an index in WORD_KINDS, -1 where
+    nothing is masked) and the binding probe: the own captions with every colour masked."""
     stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
     is_colour = vocabulary_table(tokenizer, COLOURS, device)            # (vocab,)
+    kind_of = word_kind_table(tokenizer, device)                        # (vocab,)
     batches, n = [], len(captions)
     for start in range(0, n, batch_size):
         image_index = torch.arange(start, min(n, start + batch_size), device=device)
         batch = stream.batch_of(image_index)
         if mlm_prob > 0:
+            labels = batch["mlm_labels"]                                # (B, L), -100 where not masked
+            batch["mlm_word_kind"] = torch.where(labels != -100, kind_of[labels.clamp(min=0)], -1)  # (B, L)
             batch["colour_probe_ids"], batch["colour_probe_labels"] = mask_every_colour(
                 captions.text_ids[image_index], is_colour)
         batches.append(batch)

@@ -191,6 +191,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                 rt.write(kind="val", run=name, step=step, **metrics)
                 if rt.main:
                     masked = f", masked words {metrics['mlm_accuracy']:.2f}" if "mlm_accuracy" in metrics else ""
+                    if "mlm_per_kind" in metrics:
+                        masked += " (" + ", ".join(f"{kind} {a:.1f}" for kind, a in metrics["mlm_per_kind"].items()) + ")"
                     if "colours_together" in metrics:
                         masked += (f", every colour masked {metrics['colours_together']:.2f}"
                                    f" (without binding {metrics['colours_without_binding']:.2f})")

@@ -224,3 +224,42 @@ def test_colour_probe_tells_a_model_that_binds_from_one_that_only_sees_which_col
     binds, sees_colours = (evaluate_itm(Teacher(b), batches, cfg, cpu) for b in (True, False))
     assert binds["colours_together"] == 100.0 and sees_colours["colours_together"] == 50.0
     assert binds["colours_without_binding"] == sees_colours["colours_without_binding"] == 50.0
+
+
+def test_masked_words_are_scored_per_kind():
+    """A stub teacher right on every masked colour and shape word and wrong on every size and
+    relation: the per-kind accuracies say exactly that, and the overall one is a hand count."""
+    ids = {"red": 10, "green": 11, "small": 12, "large": 13, "circle": 14, "squares": 15, "left": 16}
+
+    class KindsTokenizer:
+        def encode(self, word):
+            return [1, ids.get(word, 3), 2]
+
+        def __len__(self):
+            return 30
+
+    captions = FakeCaptions()
+    g = torch.Generator().manual_seed(1)
+    captions.text_ids[:, 1:6] = torch.randint(10, 17, (len(captions), 5), generator=g)
+    captions.swapped_ids = captions.text_ids.clone()
+    right_kinds = {ids["red"], ids["green"], ids["circle"], ids["squares"]}
+
+    class Teacher(torch.nn.Module):
+        config = model_config("tiny", vocab_size=30, num_answers=5)
+
+        def forward(self, batch, task):
+            labels = batch["mlm_labels"]                                    # the stub reads the answers
+            right = (labels[..., None] == torch.tensor(sorted(right_kinds))).any(-1)
+            guess = torch.where(right, labels, 0)                           # (B, L): [PAD] where wrong
+            return types.SimpleNamespace(logits=torch.zeros(len(labels), 2), mlm_logits=F.one_hot(guess, 30).float())
+
+        def masked_words(self, batch, task):                                # the colour probe: not scored here
+            return F.one_hot(batch["mlm_text_ids"], 30).float()
+
+    batches = itm_validation_batches(captions, KindsTokenizer(), 16, "cpu", mlm_prob=0.5)
+    metrics = evaluate_itm(Teacher(), batches, TrainConfig(device="cpu", dtype="fp32"), torch.device("cpu"))
+    assert metrics["mlm_per_kind"] == {"colour": 100.0, "size": 0.0, "shape": 100.0, "relation": 0.0}
+    masked = torch.cat([b["mlm_labels"][b["mlm_labels"] != -100] for b in batches]).tolist()
+    by_hand = 100 * sum(word in right_kinds for word in masked) / len(masked)
+    assert metrics["mlm_accuracy"] == pytest.approx(by_hand)
+    assert all(Counter(masked)[i] > 0 for i in ids.values())                # every kind was masked

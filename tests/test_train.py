@@ -166,7 +166,7 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {r["kind"] for r in records} == {"train", "val", "test"}
     assert all(0 <= r["accuracy"] <= 100 for r in results)
     # the teacher pre-trains with ITM + MLM; the students' pre-training has no MLM
-    for kind, term in (("train", "mlm"), ("val", "mlm_accuracy"), ("val", "colours_together")):
+    for kind, term in (("train", "mlm"), ("val", "mlm_accuracy"), ("val", "mlm_per_kind"), ("val", "colours_together")):
         by_run = {r["run"]: term in r for r in records if r["kind"] == kind and r["run"].startswith("pretrain")}
         assert by_run == {"pretrain-teacher-seed0": True, "pretrain-dual-seed0": False,
                           "pretrain-student-seed0": False}, (kind, by_run)
