@@ -13,13 +13,15 @@ import pytest
 import bench
 import data
 import export
+import probe
 import report
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = {"README.md": 10, "EXPERIMENTS.md": 15}   # each doc, and the fewest program commands it shows
 PARSERS = {"train.py": train.parse_args, "bench.py": bench.parse_args, "data.py": data.parse_args,
-           "report.py": report.parse_args, "export.py": export.parse_args}
+           "report.py": report.parse_args, "export.py": export.parse_args,
+           "probe.py": probe.parse_args}
 PATH_FLAGS = ("--data-dir", "--image-dir", "--vocab")   # folders and files on the author's machine
 OTHER_TOOLS_FLAGS = {"--index-url", "--shm-size", "--ipc"}   # pip's and docker's
 
