@@ -207,10 +207,11 @@ def evaluate_itm(model, batches, cfg, device):
             right, total = masked_right(out.mlm_logits, batch["mlm_labels"])
             mlm_right, mlm_total = mlm_right + right, mlm_total + total
             if "mlm_word_kind" in batch:
+                hit = out.mlm_logits.argmax(-1) == batch["mlm_labels"]          # (B, L) bool
                 for k in range(len(WORD_KINDS)):
-                    of_kind = batch["mlm_labels"].masked_fill(batch["mlm_word_kind"] != k, -100)   # (B, L)
-                    right, total = masked_right(out.mlm_logits, of_kind)
-                    kind_right[k], kind_total[k] = kind_right[k] + right, kind_total[k] + total
+                    of_kind = batch["mlm_word_kind"] == k                       # (B, L): masked words of kind k
+                    kind_right[k] += (hit & of_kind).sum().item()
+                    kind_total[k] += of_kind.sum().item()
         if probe_logits is not None:
             right, total = masked_right(probe_logits, batch["colour_probe_labels"])
             probe_right, probe_total = probe_right + right, probe_total + total

@@ -22,7 +22,6 @@ At vilt-b32 size the probe trains a 12 x 768 ViT: a GPU's job.
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -36,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from batches import model_images
+from checkpoint import write_json
 from config import add_flags, given_values
 from data import data_preset
 from model import MODEL_SIZES, ImageEncoder, init_weights, model_config
@@ -103,7 +103,7 @@ class CountingProbe(nn.Module):
         x = model_images(images[:, None])[:, 0]                         # (B, 3, H, W) in [-1, 1]
         if x.shape[-1] != self.image_size:                              # vilt-b32 reads 384 px
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="nearest")
-        cls = self.tower(x).hidden[:, 0]                           # (B, C)
+        cls = self.tower(x).hidden[:, 0]                                # (B, C)
         return self.head(cls).view(-1, self.num_values, self.num_counts)  # (B, V, max_count + 1)
 
 
@@ -193,7 +193,8 @@ def main(argv=None):
     eval_images, eval_targets = make_split(cfg.eval_scenes, scene_cfg, rng)
     train_images, train_targets = train_images.to(device), train_targets.to(device)
     eval_images, eval_targets = eval_images.to(device), eval_targets.to(device)
-    print(alignment(scene_cfg, cfg.size))
+    where = alignment(scene_cfg, cfg.size)
+    print(where)
 
     probe = CountingProbe(cfg.size, train_targets.shape[1], scene_cfg.max_objects).to(device)
     # Plain AdamW, decay on every parameter, constant rate after warm-up: a probe, not the recipe.
@@ -221,10 +222,9 @@ def main(argv=None):
             print(f"step {step}: loss {loss.item():.3f}, counts right (%): {accuracy} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-    with open(cfg.out, "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), "scenes": dataclasses.asdict(scene_cfg),
-                   "alignment": alignment(scene_cfg, cfg.size), "prior": baseline, "records": records,
-                   "command": " ".join(["python", os.path.basename(sys.argv[0]), *argv])}, f, indent=2)
+    write_json(cfg.out, {"config": dataclasses.asdict(cfg), "scenes": dataclasses.asdict(scene_cfg),
+                         "alignment": where, "prior": baseline, "records": records,
+                         "command": " ".join(["python", os.path.basename(sys.argv[0]), *argv])})
     return baseline, records
 
 
