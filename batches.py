@@ -34,14 +34,17 @@ def make_batch(split: TaskSplit, index: torch.Tensor) -> dict:
     return batch
 
 
-def fit_images(batch, image_size):
-    """Resize the benchmark's images to the model's input size (only the vilt-b32 size differs)."""
-    images = batch["images"]
+def resize_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """float [..., 3, H, W] -> [..., 3, image_size, image_size], nearest neighbour (only vilt-b32 differs)."""
     if images.shape[-1] == image_size:
-        return batch
-    B, K = images.shape[:2]
-    resized = F.interpolate(images.flatten(0, 1), size=(image_size, image_size), mode="nearest")
-    return {**batch, "images": resized.view(B, K, 3, image_size, image_size)}
+        return images
+    resized = F.interpolate(images.flatten(0, -4), size=(image_size, image_size), mode="nearest")
+    return resized.view(*images.shape[:-2], image_size, image_size)
+
+
+def fit_images(batch, image_size):
+    """Resize the benchmark's images of a batch to the model's input size."""
+    return {**batch, "images": resize_images(batch["images"], image_size)}
 
 
 class EpochSampler:

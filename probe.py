@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from batches import model_images
+from batches import model_images, resize_images
 from checkpoint import write_json
 from config import add_flags, given_values
 from data import data_preset
@@ -101,8 +101,7 @@ class CountingProbe(nn.Module):
     def forward(self, images):
         """images: uint8 (B, H, W, 3) -> count logits (B, V, max_count + 1)."""
         x = model_images(images[:, None])[:, 0]                         # (B, 3, H, W) in [-1, 1]
-        if x.shape[-1] != self.image_size:                              # vilt-b32 reads 384 px
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="nearest")
+        x = resize_images(x, self.image_size)                           # vilt-b32 reads 384 px
         cls = self.tower(x).hidden[:, 0]                                # (B, C)
         return self.head(cls).view(-1, self.num_values, self.num_counts)  # (B, V, max_count + 1)
 
