@@ -47,7 +47,7 @@ from checkpoint import atomic_write
 from scenes import Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
                    vqa_group)
-from templates import caption_clauses, caption_text, lexicon, swapped_caption
+from templates import caption_clauses, caption_text, count_clause, lexicon, swapped_caption
 
 TASKS = ("reasoning", "entailment", "vqa")
 SPLITS = ("train", "val", "test")
@@ -74,6 +74,7 @@ class DataConfig:
     train_examples: int = 40000       # training examples per task
     eval_examples: int = 2000         # validation and test examples per task
     max_text_len: int = 32            # text length in tokens, [CLS] and [SEP] included
+    caption_counts: bool = False      # captions end by counting one shape ("two circles ."): shapes without binding
     seed: int = 0                     # generation seed (tasks and splits get their own streams)
     cache_dir: str = "cache"          # where rendered splits are kept; "" disables the cache
     workers: int = 0                  # generation processes, 0 = one per CPU core (same data)
@@ -211,6 +212,8 @@ def generate_groups(cfg: DataConfig, task: str, split: str, groups: range):
         rng = np.random.default_rng([cfg.seed, TASKS.index(task), SPLITS.index(split), g])
         group_scenes, examples = GROUPS[task](rng, g, cfg)
         clauses = [caption_clauses(rng, s) for s in group_scenes]
+        if cfg.caption_counts:   # drawn after every other clause: those stay as without the flag
+            clauses = [c + [count_clause(rng, s)] for c, s in zip(clauses, group_scenes)]
         group_captions = [caption_text(c, s.curtain is not None) for c, s in zip(clauses, group_scenes)]
         captions += group_captions
         swapped += [swapped_caption(rng, s, c) or text   # no exchange false: the caption itself

@@ -51,11 +51,13 @@ def lexicon(cfg: DataConfig) -> list[str]:
 # ----------------------------------------------------------------------------- captions
 
 class Clause(NamedTuple):
-    """One sentence of a caption: an object ('a small green triangle'), or two objects and a
-    relation that holds between them ('a large red circle left of a small blue square')."""
+    """One sentence of a caption: an object ('a small green triangle'), two objects and a
+    relation that holds between them ('a large red circle left of a small blue square'), or,
+    with a count, how many objects in view have first's shape ('two circles')."""
     first: Description
     relation: str | None = None
     second: Description | None = None
+    count: int | None = None
 
 
 def caption_clauses(rng: np.random.Generator, scene: Scene) -> list[Clause]:
@@ -73,9 +75,18 @@ def caption_clauses(rng: np.random.Generator, scene: Scene) -> list[Clause]:
     return clauses
 
 
+def count_clause(rng: np.random.Generator, scene: Scene) -> Clause:
+    """How many visible objects have a shape drawn at random ('two circles', 'zero squares'): with
+    --caption-counts, the last sentence of every caption. A masked shape word there is had by
+    seeing the shapes, without binding them to a colour or a size."""
+    shape = choice(rng, SHAPES)
+    return Clause(Description(shape=shape), count=sum(o.shape == shape for o in scene.visible_objects))
+
+
 def caption_text(clauses: list[Clause], curtain: bool) -> str:
-    """'a large red circle left of a small blue square . a small green triangle . a curtain .'"""
-    sentences = [f"a {noun(c.first)}" + (f" {REL_TEXT[c.relation]} a {noun(c.second)}" if c.relation else "")
+    """'a large red circle left of a small blue square . a small green triangle . two circles . a curtain .'"""
+    sentences = [counted(c.count, c.first) if c.count is not None else
+                 f"a {noun(c.first)}" + (f" {REL_TEXT[c.relation]} a {noun(c.second)}" if c.relation else "")
                  for c in clauses]
     if curtain:
         sentences.append("a curtain")
@@ -83,7 +94,10 @@ def caption_text(clauses: list[Clause], curtain: bool) -> str:
 
 
 def clause_program(c: Clause) -> tuple:
-    """The clause as a program of programs.py: is there such an object (related so to such another)?"""
+    """The clause as a program of programs.py: is there such an object (related so to such
+    another)? Does the count of such objects equal c.count?"""
+    if c.count is not None:
+        return ("eq", ("count", ("filter", c.first, ("scene",))), c.count)
     if c.relation is None:
         return ("exist", ("filter", c.first, ("scene",)))
     return ("exist", ("filter", c.first, ("relate", c.relation, ("filter", c.second, ("scene",)))))
@@ -111,7 +125,7 @@ def swapped_caption(rng: np.random.Generator, scene: Scene, clauses: list[Clause
     (about one in twenty do, on the default scenes), and that caption is no negative. None if no
     exchange makes it false (e.g. every object named has one colour)."""
     objects = [(i, part) for i, c in enumerate(clauses) for part in ("first", "second")
-               if getattr(c, part) is not None]
+               if getattr(c, part) is not None and c.count is None]      # a count clause names no colour
     colour = {(i, part): getattr(clauses[i], part).colour for i, part in objects}
     pairs = [(a, b) for k, a in enumerate(objects) for b in objects[k + 1:] if colour[a] != colour[b]]
     for k in rng.permutation(len(pairs)).tolist():

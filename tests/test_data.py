@@ -261,7 +261,10 @@ def caption_is_true(text: str, scene) -> bool:
     for c in clauses:
         if c == ["a", "curtain"]:
             continue
-        if len(c) > 4:
+        if c[0] in NUMBERS:   # a count clause (--caption-counts): 'two circles'
+            if sum(matches(o, parse_np(c[1:])) for o in visible) != NUMBERS[c[0]]:
+                return False
+        elif len(c) > 4:
             d1, rel, d2 = split_relation(c[1:])
             if not exists_pair(visible, parse_np(d1), rel, parse_np(d2)):
                 return False
@@ -310,6 +313,26 @@ def test_swapped_captions_exchange_two_colours_and_are_false_of_the_scene(raw):
     true_exchanges = sum(caption_is_true(t, s) for r in splits.values() for s, c in zip(r.scenes, r.captions)
                          for t in colour_exchanges(c))
     assert true_exchanges > 0
+
+
+def test_caption_counts_add_a_true_count_of_one_shape_and_change_nothing_else(raw):
+    """--caption-counts: every caption ends by counting one shape in view ('two circles .', read back
+    by caption_is_true); the clauses before it are the captions without the flag, word for word;
+    the swapped negative exchanges two colours elsewhere and keeps the count clause."""
+    cfg, plain = raw
+    counted = {t: generate_split(replace(cfg, caption_counts=True), t, "train") for t in TASKS}
+    counts = Counter()
+    for t in TASKS:
+        assert counted[t].scenes == plain[t].scenes and counted[t].texts == plain[t].texts
+        for scene, text, swapped, before in zip(counted[t].scenes, counted[t].captions,
+                                                counted[t].swapped_captions, plain[t].captions):
+            assert caption_is_true(text, scene), text
+            sentences = text[:-2].split(" . ")
+            count = next(s for s in sentences if s.split()[0] in NUMBERS)
+            counts[NUMBERS[count.split()[0]] > 0] += 1
+            assert " . ".join(s for s in sentences if s != count) + " ." == before
+            assert f" {count} ." in swapped and (swapped == text or not caption_is_true(swapped, scene))
+    assert counts[True] > 0 and counts[False] > 0   # shapes in view and shapes absent are both counted
 
 
 # ------------------------------------------------------------------- scenes and rendering
