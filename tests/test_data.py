@@ -27,7 +27,7 @@ import programs  # noqa: E402
 import scenes  # noqa: E402
 import tasks  # noqa: E402
 import templates  # noqa: E402
-from batches import CurriculumBatches, make_batch, names_left_image_first  # noqa: E402
+from batches import CurriculumBatches, make_batch, names_left_image_first, resize_images  # noqa: E402
 from benchmark_report import text_only_baseline  # noqa: E402
 from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, TaskSplit, Tokenizer,  # noqa: E402
                   build_benchmark, generate_split, vqa_soft_scores)
@@ -333,6 +333,16 @@ def test_caption_counts_add_a_true_count_of_one_shape_and_change_nothing_else(ra
             assert " . ".join(s for s in sentences if s != count) + " ." == before
             assert f" {count} ." in swapped and (swapped == text or not caption_is_true(swapped, scene))
     assert counts[True] > 0 and counts[False] > 0   # shapes in view and shapes absent are both counted
+
+
+def test_resize_images_enlarges_each_image_by_repeating_its_pixels():
+    """vilt-b32's resize: nearest neighbour, image by image, whatever the leading dims (batches of K images,
+    single images); the reference repeats each pixel, and an image already of the size is left alone."""
+    images = torch.rand(2, 3, 3, 8, 8)                                    # (B, K, 3, H, W)
+    reference = images.repeat_interleave(3, dim=-1).repeat_interleave(3, dim=-2)
+    assert torch.equal(resize_images(images, 24), reference)
+    assert torch.equal(resize_images(images[:, 0], 24), reference[:, 0])   # (B, 3, H, W)
+    assert resize_images(images, 8) is images
 
 
 # ------------------------------------------------------------------- scenes and rendering
