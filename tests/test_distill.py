@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill import cross_modal_attention_loss, kl_over_keys, soft_label_loss
+from distill import cross_modal_attention_loss, ground_truth_loss, kl_over_keys, soft_label_loss
 from teacher import cross_modal_attention
 
 
@@ -97,13 +97,13 @@ def test_padded_keys_and_rows_never_matter_and_never_give_nan():
     torch.testing.assert_close(loss, moved)
 
 
-def test_gradients_reach_the_student_only():
+def test_gradients_reach_every_student_query_and_key():
+    """(That none reaches the teacher is dide_loss's job: its teacher runs under no_grad, tested below.)"""
     (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
     s_parts = [p.requires_grad_() for p in s_parts]
     loss = cross_modal_attention_loss(cross_modal_attention(*t_parts, mask), cross_modal_attention(*s_parts, mask), mask)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in s_parts)
-    assert all(p.grad is None for p in t_parts)
 
 
 def test_kl_over_keys_handles_fully_masked_extremes():
@@ -111,6 +111,20 @@ def test_kl_over_keys_handles_fully_masked_extremes():
     log_p[..., 0] = 0.0   # all mass on key 0, the others padded
     keys = torch.tensor([[True, False, False]])
     assert kl_over_keys(log_p, log_p, keys, torch.tensor([[True, True]])).item() == 0.0
+
+
+def test_kl_over_keys_skips_padded_rows_and_keys():
+    """A padded query row, even one of -inf and NaN, and padded keys, even at -inf, never enter the mean."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.log_softmax(torch.randn(1, 1, 3, 2, generator=g), -1)          # 2 real keys
+    student = torch.log_softmax(torch.randn(1, 1, 3, 2, generator=g), -1)
+    by_hand = sum(float(p.exp() @ (p - q)) for p, q in zip(teacher[0, 0, :2], student[0, 0, :2])) / 2
+    pad_key = torch.full((1, 1, 3, 1), float("-inf"))
+    teacher_padded, student_padded = torch.cat([teacher, pad_key], -1), torch.cat([student, pad_key], -1)
+    teacher_padded[0, 0, 2], student_padded[0, 0, 2] = float("-inf"), float("nan")   # row 2: a padded query
+    keys, rows = torch.tensor([[True, True, False]]), torch.tensor([[True, True, False]])
+    loss = kl_over_keys(teacher_padded, student_padded, keys, rows)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5) and by_hand > 1e-3
 
 
 @pytest.mark.parametrize("T", [1.0, 2.0])
@@ -121,6 +135,13 @@ def test_soft_labels_classification_equals_hand_written_kl(T):
     by_hand = (p * (p.log() - q.log())).sum(-1).mean() * T * T
     torch.testing.assert_close(soft_label_loss("entailment", student, teacher, T), by_hand)
     assert soft_label_loss("entailment", teacher, teacher, T).abs().item() < 1e-6
+
+
+def test_ground_truth_classification_is_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(4, 3, generator=g), torch.tensor([0, 2, 1, 2])
+    by_hand = -sum(math.log(torch.softmax(row, -1)[y]) for row, y in zip(logits, labels.tolist())) / 4
+    assert ground_truth_loss("entailment", logits, {"labels": labels}).item() == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
@@ -150,31 +171,80 @@ def models_and_batch(task, lengths=(9, 4, 1)):
     return teacher, student, batch
 
 
+def sharpened(*models, scale=4.0):
+    """Freshly initialised models attend almost uniformly and predict almost alike; scaling every weight
+    matrix makes their attention and predictions distinct enough for a comparison to tell cases apart."""
+    with torch.no_grad():
+        for model in models:
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.mul_(scale)
+    return models
+
+
 @pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
 def test_dide_gradients_reach_the_student_and_never_the_teacher(task):
     teacher, student, batch = models_and_batch(task)
+    teacher.requires_grad_(True)   # unfreeze: only dide_loss's own no_grad may keep gradients out now
     loss, terms, _ = dide_loss(student, teacher, batch, task, DistillWeights(ground_truth=1.0), (-1, 0))
     loss.backward()
     assert set(terms) == {"soft_label", "attention", "ground_truth"} and torch.isfinite(loss)
     assert all(p.grad is None for p in teacher.parameters())
     assert not teacher.training
-    # every tower block up to the distilled layer gets a gradient from the attention loss alone
+    # every block of both towers gets a gradient from the last layer's attention loss alone
     student.zero_grad()
     _, terms, _ = dide_loss(student, teacher, batch, task, DistillWeights(soft_label=0.0))
     terms["attention"].backward()
     for tower in (student.text_encoder, student.image_encoder):
-        assert tower.encoder.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0
+        assert all(block.attn.qkv.weight.grad.abs().sum() > 0 for block in tower.encoder.blocks)
 
 
-def test_dide_attention_sums_over_both_images_of_a_pair():
-    teacher, student, batch = models_and_batch("reasoning")
+def test_dide_total_is_the_weighted_sum_of_its_terms():
+    teacher, student, batch = models_and_batch("entailment")
+    sharpened(teacher, student)
+    weights = DistillWeights(soft_label=0.5, attention=2.0, ground_truth=0.25, temperature=2.0)
     with torch.no_grad():
-        _, terms, out = dide_loss(student, teacher, batch, "reasoning", DistillWeights(soft_label=0.0))
-        fusion = teacher(batch, "reasoning", details_from=(-1,)).fusion
-    mask = batch["text_mask"]
-    by_hand = sum(cross_modal_attention_loss(teacher_cross_modal_attention(fusion[k], -1, mask),
-                                             student_cross_modal_attention(out, -1, k, mask), mask) for k in range(2))
-    torch.testing.assert_close(terms["attention"], by_hand)
+        total, terms, out = dide_loss(student, teacher, batch, "entailment", weights)
+        teacher_logits = teacher(batch, "entailment").logits
+    torch.testing.assert_close(total, 0.5 * terms["soft_label"] + 2.0 * terms["attention"] + 0.25 * terms["ground_truth"])
+    # the temperature reaches the soft labels
+    torch.testing.assert_close(terms["soft_label"], soft_label_loss("entailment", out.logits, teacher_logits, 2.0))
+    at_one = soft_label_loss("entailment", out.logits, teacher_logits, 1.0)
+    assert abs(terms["soft_label"] - at_one) > 0.01 * at_one
+    torch.testing.assert_close(terms["ground_truth"], ground_truth_loss("entailment", out.logits, batch))
+
+
+def test_dide_attention_over_several_layers_is_their_mean():
+    teacher, student, batch = models_and_batch("vqa")
+    sharpened(teacher, student)
+    with torch.no_grad():
+        per_layer = [dide_loss(student, teacher, batch, "vqa", DistillWeights(), (layer,))[1]["attention"]
+                     for layer in (-1, 0)]
+        both = dide_loss(student, teacher, batch, "vqa", DistillWeights(), (-1, 0))[1]["attention"]
+    torch.testing.assert_close(both, (per_layer[0] + per_layer[1]) / 2)
+    assert abs(per_layer[0] - per_layer[1]) > 0.01 * per_layer[0]
+
+
+def test_dide_attention_pairs_each_image_with_its_own_teacher_pass():
+    """Reasoning: the student's towers on image k alone against the teacher's joint pass over image k,
+    summed over the two images; pairing image 0 with the teacher's image 1 gives another number."""
+    teacher, student, batch = models_and_batch("reasoning")
+    sharpened(teacher, student)
+    ids, mask = batch["text_ids"], batch["text_mask"]
+    with torch.no_grad():
+        _, terms, _ = dide_loss(student, teacher, batch, "reasoning", DistillWeights(soft_label=0.0))
+        text = student.encode_text(ids, mask, details_from=(-1,)).attention_at(-1)
+        losses = {}
+        for k in range(2):
+            image = student.encode_image(batch["images"][:, k], None, details_from=(-1,))
+            student_k = cross_modal_attention(text.queries, text.keys, image.attention_at(-1).queries,
+                                              image.attention_at(-1).keys, mask, image.mask)
+            for t in range(2):   # the teacher's pass over image t, with its own modality type (1 or 2)
+                fused = teacher.fuse(ids, mask, batch["images"][:, t], 1 + t, details_from=(-1,))
+                losses[k, t] = cross_modal_attention_loss(teacher_cross_modal_attention(fused, -1, mask),
+                                                          student_k, mask)
+    torch.testing.assert_close(terms["attention"], losses[0, 0] + losses[1, 1])
+    assert abs(terms["attention"] - (losses[0, 1] + losses[1, 0])) > 0.01 * terms["attention"]
 
 
 @pytest.mark.parametrize("task", ["reasoning", "vqa"])
