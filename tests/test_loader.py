@@ -42,11 +42,15 @@ def real(exported, name, **overrides):
 def test_labels_and_texts_survive_the_round_trip(name, exported, data_cfg):
     """The benchmark's own training labels come back through the official layout and the loader:
     SNLI-VE's label strings map to the benchmark's label order, NLVR2's "True" to 1."""
-    bench = build_benchmark(data_cfg, tasks=[TASK[name]], progress=False).splits[TASK[name]]["train"]
-    split = real(exported, name).splits[TASK[name]]["train"]
+    benchmark, data = build_benchmark(data_cfg, tasks=[TASK[name]], progress=False), real(exported, name)
+    bench, split = benchmark.splits[TASK[name]]["train"], data.splits[TASK[name]]["train"]
     assert split.texts == bench.texts
-    if name == "vqav2":   # the answer vocabulary is rebuilt from strings, so compare answers by name
-        assert split.vqa_targets is not None and len(split.vqa_targets) == len(bench)
+    if name == "vqav2":   # the answer vocabulary is rebuilt from strings, so compare soft scores by answer
+        assert len(split.vqa_targets) == len(bench)   # (answers never a majority answer are not in it: dropped)
+        for scores, (answers, values) in zip(bench.vqa_scores.tolist(), split.vqa_targets):
+            expected = {benchmark.answers[a]: s for a, s in enumerate(scores)
+                        if s > 0 and benchmark.answers[a] in data.answers}
+            assert expected and {data.answers[a]: s for a, s in zip(answers, values)} == pytest.approx(expected)
     else:
         assert torch.equal(split.labels, bench.labels)
 
