@@ -55,6 +55,14 @@ def test_labels_and_texts_survive_the_round_trip(name, exported, data_cfg):
         assert torch.equal(split.labels, bench.labels)
 
 
+def test_impossible_vocabularies_and_batches_are_refused(exported):
+    with pytest.raises(DataError, match="--min-answer-count 1000000: no training answer is that frequent"):
+        real(exported, "vqav2", min_answer_count=10**6)
+    split = real(exported, "nlvr2").splits["reasoning"]["train"]
+    with pytest.raises(SystemExit, match=f"--batch-size {len(split) + 1} is larger than the training set"):
+        LoaderBatches(split, len(split) + 1, seed=0, device="cpu")
+
+
 def test_vqa_never_tests_on_the_validation_examples(exported):
     data = real(exported, "vqav2")
     splits = data.splits["vqa"]

@@ -136,6 +136,12 @@ def test_help_lists_every_field():
     (["--seeds", "zero"], "--seeds"),
     (["--attention-layers", "first"], "--attention-layers"),
     (["--size", "tiny", "--attention-layers", "0,5"], "the tiny size has"),
+    (["--vocab", "/no/such/vocab.txt"], "--vocab"),
+    (["--min-answer-count", "0"], "--min-answer-count"),
+    (["--val-examples", "0"], "--val-examples"),
+    (["--image-side", "-1"], "--image-side"),
+    (["--train-limit", "-1"], "--train-limit"),
+    (["--loader-workers", "-1"], "--loader-workers"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
