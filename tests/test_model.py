@@ -156,11 +156,13 @@ def test_student_towers_do_not_see_the_other_modality():
     cfg = tiny_config()
     model = DualEncoder(cfg).eval()
     batch = random_batch(cfg, "vqa")
-    other = {**batch, "images": torch.randn_like(batch["images"])}
+    other_images = {**batch, "images": torch.randn_like(batch["images"])}
+    other_text = {**batch, "text_ids": torch.randint_like(batch["text_ids"], 5, cfg.vocab_size) * batch["text_mask"]}
     with torch.no_grad():
-        a, b = model(batch, "vqa"), model(other, "vqa")
-    torch.testing.assert_close(a.text.hidden, b.text.hidden)
-    assert not torch.allclose(a.image.hidden, b.image.hidden)
+        a, b, c = model(batch, "vqa"), model(other_images, "vqa"), model(other_text, "vqa")
+    torch.testing.assert_close(a.text.hidden, b.text.hidden)      # other images: the same text features
+    torch.testing.assert_close(a.image.hidden, c.image.hidden)    # other words: the same image features
+    assert not torch.allclose(a.image.hidden, b.image.hidden) and not torch.allclose(a.text.hidden, c.text.hidden)
 
 
 def test_details_only_for_the_layers_asked():
