@@ -150,10 +150,21 @@ def test_vqa_test_split_and_results(tmp_path):
     assert json.loads((tmp_path / "res.json").read_text()) == [{"question_id": 9000, "answer": "cat"}]
     with pytest.raises(ValueError, match="repeat"):
         write_vqa_results(tmp_path / "res.json", [1, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="2 question ids but 1 answers"):
+        write_vqa_results(tmp_path / "res.json", [1, 2], ["a"])
 
 
 def test_vqa_errors_name_the_file(tmp_path):
     root = make_vqa(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of .*not 'dev'"):
+        read_vqa(root, "dev")
+    with pytest.raises(ValueError, match="missing must be 'skip' or 'error', not 'ignore'"):
+        read_vqa(root, "train", missing="ignore")
+    annotations = root / "v2_mscoco_val2014_annotations.json"
+    anns = json.loads(annotations.read_text())["annotations"]
+    annotations.write_text(json.dumps({"annotations": anns[:2]}))   # question 42000 loses its entry
+    with pytest.raises(DataError, match=r"questions\[2\]: question_id 42000 has no entry in the annotations file"):
+        read_vqa(root, "val")
     with pytest.raises(DataError, match=r"searched:(.|\n)*Questions"):
         read_vqa(tmp_path / "nowhere", "train")
     (root / "v2_mscoco_val2014_annotations.json").unlink()
@@ -311,6 +322,12 @@ def test_snli_ve_errors(tmp_path):
     del line["sentence2"]
     write_jsonl(tmp_path / "snli_ve_train.jsonl", [line])
     with pytest.raises(DataError, match="snli_ve_train.jsonl:1: missing field 'sentence2'"):
+        read_snli_ve(tmp_path, "train")
+    write_jsonl(tmp_path / "snli_ve_train.jsonl", [snli_line("entailment", Flickr30K_ID="100"), "[1, 2]"])
+    with pytest.raises(DataError, match="snli_ve_train.jsonl:2: expected a JSON object, got list"):
+        read_snli_ve(tmp_path, "train")
+    write_jsonl(tmp_path / "snli_ve_train.jsonl", [{**snli_line("entailment"), "pairID": "1#0r1e", "captionID": "1#0"}])
+    with pytest.raises(DataError, match="snli_ve_train.jsonl:1: no image id"):
         read_snli_ve(tmp_path, "train")
 
 
