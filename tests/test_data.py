@@ -443,6 +443,8 @@ def test_tokenizer_round_trip_specials_unknowns_and_files(tmp_path):
     tok.save(str(tmp_path / "tok.json"))
     assert Tokenizer.load(str(tmp_path / "tok.json")).itos == tok.itos
     assert Tokenizer.from_dict(json.loads(json.dumps(tok.to_dict()))).encode("red circle") == tok.encode("red circle")
+    with pytest.raises(ValueError, match="must start with the special tokens"):   # ids would shift
+        Tokenizer.from_dict({"itos": tok.itos[1:]})
 
 
 def test_lexicon_covers_the_training_texts(raw):

@@ -626,3 +626,16 @@ def test_the_reasoning_teacher_starts_its_second_image_type_from_the_first(tmp_p
              ["modality_type.weight"] for name in ("pretrain-teacher", "reasoning-teacher")}
     assert not torch.allclose(types["pretrain-teacher"][2], types["pretrain-teacher"][1], atol=1e-4)
     torch.testing.assert_close(types["reasoning-teacher"][2], types["reasoning-teacher"][1], atol=1e-6, rtol=0)
+
+
+def test_each_row_trains_with_the_loss_its_name_says():
+    """README, "The rows of the table": the recipes, with DiDE's released one (1:1, no ground truth) the default."""
+    from distill import DistillWeights
+    cfg = train.TrainConfig(temperature=2.0)
+    assert all(train.row_weights(row, cfg) is None for row in ("teacher", "dual", "pretrain+dual"))
+    assert train.row_weights("soft", cfg) == DistillWeights(soft_label=1.0, attention=0.0, ground_truth=0.0, temperature=2.0)
+    assert train.row_weights("attention", cfg) == DistillWeights(soft_label=0.0, attention=1.0, ground_truth=1.0)
+    dide = DistillWeights(soft_label=1.0, attention=1.0, ground_truth=0.0, temperature=2.0)
+    assert train.row_weights("soft+attention", cfg) == train.row_weights("pretrain+soft+attention", cfg) == dide
+    mixed = train.TrainConfig(soft_weight=0.5, attention_weight=3.0, gt_weight=1.0)
+    assert train.row_weights("soft+attention", mixed) == DistillWeights(soft_label=0.5, attention=3.0, ground_truth=1.0)
