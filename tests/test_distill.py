@@ -156,7 +156,7 @@ def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
 
 from distill import DistillWeights, dide_loss, student_cross_modal_attention  # noqa: E402
 from model import DualEncoder, model_config  # noqa: E402
-from teacher import FusionEncoder, freeze, teacher_cross_modal_attention  # noqa: E402
+from teacher import IMAGE_TYPE, FusionEncoder, freeze, teacher_cross_modal_attention  # noqa: E402
 
 
 def models_and_batch(task, lengths=(9, 4, 1)):
@@ -179,7 +179,6 @@ def sharpened(*models, scale=4.0):
             for p in model.parameters():
                 if p.dim() >= 2:
                     p.mul_(scale)
-    return models
 
 
 @pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
@@ -240,7 +239,7 @@ def test_dide_attention_pairs_each_image_with_its_own_teacher_pass():
             student_k = cross_modal_attention(text.queries, text.keys, image.attention_at(-1).queries,
                                               image.attention_at(-1).keys, mask, image.mask)
             for t in range(2):   # the teacher's pass over image t, with its own modality type (1 or 2)
-                fused = teacher.fuse(ids, mask, batch["images"][:, t], 1 + t, details_from=(-1,))
+                fused = teacher.fuse(ids, mask, batch["images"][:, t], IMAGE_TYPE + t, details_from=(-1,))
                 losses[k, t] = cross_modal_attention_loss(teacher_cross_modal_attention(fused, -1, mask),
                                                           student_k, mask)
     torch.testing.assert_close(terms["attention"], losses[0, 0] + losses[1, 1])
