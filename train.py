@@ -191,6 +191,8 @@ def check_train_config(cfg: TrainConfig) -> None:
                          f"(or last / all), got {cfg.seeds!r} and {cfg.attention_layers!r}") from None
     if not seeds or not rows:
         raise ValueError("--seeds and --rows must each name at least one")
+    if cfg.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--jobs {cfg.jobs} starts its own processes, one per seed; not under torchrun")
     n_layer = model_config(cfg.size).n_layer
     if any(not -n_layer <= layer < n_layer for layer in layers):
         raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
@@ -361,8 +363,6 @@ def main(argv=None):
 
     rt.say(f"device {device} x {world}, size {cfg.size}, tasks {tasks}, rows {rows}, seeds {seeds}")
     if cfg.jobs > 1 and len(seeds) > 1:
-        if world > 1:
-            raise SystemExit("error: --jobs starts its own processes, one per seed; not under torchrun")
         if not real_cfg.real:   # render and cache the benchmark once, on the CPU, before the seeds' processes read it
             build_benchmark(data_cfg, tasks=tasks, progress=cfg.progress)
         try:

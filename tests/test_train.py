@@ -150,6 +150,17 @@ def test_bad_flags_get_one_clear_line(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_jobs_is_refused_under_torchrun(monkeypatch, capsys):
+    """--jobs starts one process per seed itself; under torchrun (WORLD_SIZE > 1) every rank would."""
+    train.parse_args(["--jobs", "2", "--seeds", "0,1"])   # alone it is fine
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--jobs", "2", "--seeds", "0,1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--jobs 2" in err and "torchrun" in err
+    train.parse_args(["--seeds", "0,1"])                  # --jobs 1 under torchrun is the normal case
+
+
 def test_every_model_size_has_a_training_preset():
     """train.py, bench.py, data.py and export.py offer the sizes of model.MODEL_SIZES; train.py needs a preset for each."""
     from model import MODEL_SIZES
