@@ -179,6 +179,21 @@ def test_vqa_test_dev_predictions_for_the_server(exported, tmp_path):
     assert all(p["answer"] in answers for p in predictions)
 
 
+def test_a_split_with_no_examples_is_refused_by_name(exported, tmp_path):
+    """VQA v2 tests on val2014 less the validation subset: a subset as large as val2014 leaves no test; and a
+    split whose images are all missing (skipped) is empty too."""
+    with pytest.raises(DataError, match="the test split has no examples.*--val-examples 1000000"):
+        real(exported, "vqav2", val_examples=10**6)
+    import shutil
+    copy = tmp_path / "nlvr2"
+    shutil.copytree(exported / "nlvr2", copy)
+    shutil.rmtree(copy / "dev")   # NLVR2's validation split is dev
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="the val split has no examples"):
+            real(tmp_path, "nlvr2")
+
+
 def test_a_split_with_no_readable_image_stops_instead_of_spinning(exported, tmp_path):
     split = real(exported, "snli-ve").splits["entailment"]["train"]
     empty = tmp_path / "empty.jpg"
