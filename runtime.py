@@ -83,10 +83,15 @@ class Runtime:
             dist.barrier()
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started (its WORLD_SIZE); 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup_distributed(cfg):
     """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPUs, gloo on CPUs.
     Returns (rank, world size, device)."""
-    world, device = int(os.environ.get("WORLD_SIZE", "1")), resolve_device(cfg)
+    world, device = launched_processes(), resolve_device(cfg)
     if world == 1:
         return 0, 1, device
     if device.type == "cuda":   # each process its own GPU, chosen before NCCL starts

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, allow_tf32, check_device_flags, run_processes, setup_distributed
+from runtime import Runtime, allow_tf32, check_device_flags, launched_processes, run_processes, setup_distributed
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values, split_list
@@ -191,7 +191,7 @@ def check_train_config(cfg: TrainConfig) -> None:
                          f"(or last / all), got {cfg.seeds!r} and {cfg.attention_layers!r}") from None
     if not seeds or not rows:
         raise ValueError("--seeds and --rows must each name at least one")
-    if cfg.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cfg.jobs > 1 and launched_processes() > 1:
         raise ValueError(f"--jobs {cfg.jobs} starts its own processes, one per seed; not under torchrun")
     n_layer = model_config(cfg.size).n_layer
     if any(not -n_layer <= layer < n_layer for layer in layers):
