@@ -103,7 +103,7 @@ def execute(program: tuple, scenes: Scene | tuple[Scene, ...], image: int = 0):
 # is true in every completion of the hidden cells, a *contradiction* iff it is false in
 # every completion, *neutral* otherwise (SNLI's notion). Instead of enumerating completions
 # (37^4 of them for 4 cells) each supported program form gets its exact rule below;
-# tests/test_data.py checks them against brute-force enumeration.
+# tests/test_labels.py checks them against brute-force enumeration.
 
 ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
 
