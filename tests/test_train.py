@@ -1,12 +1,11 @@
-"""The training program: it learns, its flags are checked, and it runs end to end at the tiny size."""
+"""The training program: it learns, its flags are checked, and it runs end to end at the tiny size.
+Stopping, resuming and several processes are in test_resume.py."""
 
-import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,7 @@ import train
 import trainer
 from batches import names_left_image_first
 from data import Tokenizer
-from realdata import DataError
 from distill import ground_truth_loss
-from runtime import Runtime, StopRequest, run_processes, shard
 from model import DualEncoder, model_config
 from teacher import FusionEncoder
 
@@ -244,98 +241,6 @@ def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_ima
     assert not all(names_left_image_first(t) for batch in texts[2:] for t in batch)
 
 
-def stop_after(step, argv):
-    """Run `train.main(argv)` as if killed after `step` steps of its first run (fit's stop_after)."""
-    original_fit = train.fit
-    train.fit = lambda *a, **k: original_fit(*a, **{**k, "stop_after": step})
-    try:
-        with pytest.raises(SystemExit, match=f"stopped after step {step}"):
-            train.main(argv)
-    finally:
-        train.fit = original_fit
-
-
-def test_resuming_with_another_curriculum_is_one_clear_line(tmp_path):
-    common = ["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
-              "--batch-size", "8", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
-              "--cache-dir", str(tmp_path / "cache")]
-    stop_after(3, common)
-    with pytest.raises(SystemExit, match="--curriculum-steps"):
-        train.main(common + ["--curriculum-steps", "2"])
-
-
-def test_resuming_on_another_kind_of_device_is_one_clear_line(tmp_path):
-    """A run stopped on a GPU cannot go on, on a CPU, with the same batch order (the random streams differ):
-    one line that says so, not a stack trace from the generator."""
-    common = ["--size", "tiny", "--tasks", "reasoning", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
-              "--batch-size", "8", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
-              "--cache-dir", str(tmp_path / "cache")]
-    stop_after(3, common)
-    path = tmp_path / "run" / "checkpoints" / "reasoning-dual-seed0-last.pt"
-    state = torch.load(path, weights_only=True)
-    state["cuda_rng"] = torch.zeros(16, dtype=torch.uint8)   # what a CUDA generator's state looks like
-    torch.save(state, path)
-    with pytest.raises(SystemExit, match="saved on cuda, and this run is on cpu"):
-        train.main(common)
-    train.main(common + ["--resume", "false"])
-
-
-def test_a_folder_trained_with_other_settings_is_refused_in_one_clear_line(tmp_path):
-    """Finished runs are reused by name: a folder of other settings is refused (also with --resume false,
-    which would leave the other seeds' runs beside the new ones), other seeds are not."""
-    run = tmp_path / "run"
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--eval-every", "2",
-              "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
-    train.main(common + ["--steps", "2"])
-    train.main(common + ["--steps", "2", "--seeds", "1"])
-    train.main(common + ["--steps", "2", "--pretrain-eval-every", "2"])   # 0 means as --eval-every: the same
-
-    def written():
-        return {path.name: path.read_bytes() for path in [run / "config.json", *(run / "runs").iterdir()]}
-    before = written()
-    for other in (["--steps", "3"], ["--steps", "3", "--resume", "false"]):
-        with pytest.raises(SystemExit, match=r"other settings \(--steps\)"):
-            train.main(common + other)
-        assert written() == before   # nothing touched
-    (run / "config.json").write_text("{")
-    with pytest.raises(SystemExit, match="config.json: not valid JSON"):
-        train.main(common + ["--steps", "3"])
-
-
-def test_a_folder_with_no_run_yet_takes_other_settings(tmp_path):
-    """A start that failed before training (here: a data path) leaves config.json but no run; fixing the
-    flag and starting again is not refused."""
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--steps", "2", "--progress", "false",
-              "--speed", "false", "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
-    data = ["--data", "snli-ve", "--pretrain-steps", "0"]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="not found"):
-        train.main(common + data + ["--data-dir", str(tmp_path / "empty")])
-    assert (tmp_path / "run" / "config.json").exists()
-    train.main(common + ["--pretrain-steps", "0"])
-
-
-def test_config_without_a_later_flag_reads_as_the_code_before_it():
-    """An older config.json lacks flags added since: --mlm-prob's absence means ITM-only pre-training."""
-    from report import differing_flags
-    new = {"train": dataclasses.asdict(train.TrainConfig()), "data": {}, "real_data": {}}
-    old = {"train": {k: v for k, v in new["train"].items() if k != "mlm_prob"}, "data": {}, "real_data": {}}
-    assert differing_flags(old, new) == ["--mlm-prob"]
-    assert differing_flags(old, {**new, "train": {**new["train"], "mlm_prob": 0.0}}) == []
-
-
-def test_one_data_folder_spelt_two_ways_is_one_setting(tmp_path, monkeypatch):
-    """--data-dir vqa, ./vqa/ and its absolute path name one folder; another folder is another setting."""
-    from report import differing_flags
-    monkeypatch.chdir(tmp_path)
-
-    def config(data_dir):
-        return {"train": {}, "data": {}, "real_data": {"data": "vqav2", "data_dir": data_dir}}
-    assert differing_flags(config("vqa"), config("./vqa/")) == []
-    assert differing_flags(config("vqa"), config(str(tmp_path / "vqa"))) == []
-    assert differing_flags(config("vqa"), config("vqa2")) == ["--data-dir"]
-
-
 @pytest.mark.parametrize("figures", ["true", "false"])
 def test_attention_figures_flag(figures, tmp_path):
     out = tmp_path / "run"
@@ -343,52 +248,6 @@ def test_attention_figures_flag(figures, tmp_path):
                 "--attention-figures", figures, "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
                 "--progress", "false", "--speed", "false"])
     assert len(list((out / "attention").glob("*.png"))) == (3 if figures == "true" else 0)
-
-
-def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
-    """Stop a run after 7 of 12 steps, run the same command again: the weights equal an uninterrupted run's."""
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
-              "--eval-every", "5", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train.main(common + ["--out-dir", str(whole)])
-    stop_after(7, common + ["--out-dir", str(parts)])
-    assert not (parts / "runs").exists()
-    train.main(common + ["--out-dir", str(parts)])
-    a = torch.load(whole / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    b = torch.load(parts / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 12
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-
-
-def test_the_first_record_after_a_resume_averages_the_steps_it_ran(tmp_path):
-    """Stopped after step 7 and resumed, logging every 5: the stop writes a record of steps 6-7, and the
-    record at step 10 is the mean loss of steps 8-10, as a run logging every step measured them (not their
-    sum over 5)."""
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "12",
-              "--eval-every", "12", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
-    train.main(common + ["--log-every", "1", "--out-dir", str(tmp_path / "every")])
-    stop_after(7, common + ["--log-every", "5", "--out-dir", str(tmp_path / "parts")])
-    train.main(common + ["--log-every", "5", "--out-dir", str(tmp_path / "parts")])
-
-    def losses(folder):
-        records = [json.loads(line) for line in (tmp_path / folder / "metrics.jsonl").read_text().splitlines()]
-        return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
-    every, parts = losses("every"), losses("parts")
-    assert sorted(parts) == [5, 7, 10, 12]
-    assert parts[7] == pytest.approx(sum(every[s] for s in (6, 7)) / 2, rel=1e-5)
-    assert parts[10] == pytest.approx(sum(every[s] for s in (8, 9, 10)) / 3, rel=1e-5)
-
-
-def test_finished_runs_are_skipped_on_a_second_invocation(tmp_path, capsys):
-    argv = ["--size", "tiny", "--tasks", "vqa", "--rows", "dual", "--pretrain-steps", "0", "--steps", "4",
-            "--eval-every", "4", "--progress", "false", "--speed", "false", "--out-dir", str(tmp_path / "run"),
-            "--cache-dir", str(tmp_path / "cache")]
-    first = train.main(argv)
-    log_lines = (tmp_path / "run" / "metrics.jsonl").read_text().count("\n")
-    second = train.main(argv)
-    assert first[0]["accuracy"] == second[0]["accuracy"]
-    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == log_lines   # nothing was retrained
 
 
 @pytest.mark.parametrize("pretrain_every", [None, "2"])
@@ -417,214 +276,6 @@ def test_bf16_autocast_the_gpu_default_trains_and_distils_on_a_cpu(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     distilled = [r for r in records if r["kind"] == "train" and r["run"].endswith("soft+attention-seed0")]
     assert distilled and all(math.isfinite(r["loss"]) and r["attention"] > 0 for r in distilled)
-
-
-def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "20",
-            "--eval-every", "5", "--log-every", "5", "--progress", "false", "--speed", "false",
-            "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
-    calls = {"n": 0}
-
-    def poisoned(task, logits, batch):
-        calls["n"] += 1
-        loss = ground_truth_loss(task, logits, batch)
-        return loss * float("nan") if calls["n"] == 8 else loss
-    monkeypatch.setattr(trainer, "ground_truth_loss", poisoned)
-    with pytest.raises(SystemExit, match="NaN or inf before step 10"):
-        train.main(argv)
-    last = torch.load(tmp_path / "run" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    assert last["step"] == 5 and all(torch.isfinite(v).all() for v in last["model"].values())
-
-
-def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
-    """torchrun, gloo backend, 2 processes x 8 rows = one process x 16 rows: the same weights."""
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "6",
-              "--batch-size", "16", "--eval-every", "6", "--progress", "false", "--speed", "false",
-              "--cache-dir", str(tmp_path / "cache")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert "device cpu x 2" in ddp.stdout                        # two processes took part
-    assert ddp.stdout.count("test accuracy") == 1                # only rank 0 prints
-    a = torch.load(tmp_path / "one" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    b = torch.load(tmp_path / "two" / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
-
-
-def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_once():
-    """torchrun and job schedulers often deliver one SIGTERM twice: that must not skip the save. A second
-    signal later than StopRequest.REPEAT_S is a user insisting, and stops at once."""
-    import signal
-    with StopRequest() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested
-        stop.requested_at -= StopRequest.REPEAT_S + 1
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # the previous handlers are back
-
-
-@pytest.mark.parametrize("local_rank", ["0", "1"])
-def test_a_stop_signal_to_one_ddp_process_stops_both_at_the_same_step_and_saves(local_rank, tmp_path):
-    """torchrun, 2 processes: SIGTERM reaches one of them only (rank 0, which saves, or rank 1). Both stop
-    at the same logging step (a process stopping alone would leave the other waiting in an all-reduce
-    for the hour of the timeout), rank 0 saves there, and the run can be continued."""
-    import signal
-    import time
-    out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                                "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
-                                "--pretrain-steps", "0", "--steps", "100000", "--batch-size", "16", "--log-every", "5",
-                                "--eval-every", "100000", "--progress", "false", "--speed", "false",
-                                "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
-                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-
-    def worker(rank):   # the torchrun agent's child whose environment says LOCAL_RANK=rank
-        for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split():
-            if f"LOCAL_RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                return int(pid)
-        raise AssertionError(f"no worker with LOCAL_RANK={rank}")
-    try:
-        deadline = time.time() + 180
-        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
-            assert time.time() < deadline and process.poll() is None, "training should have logged within 180 s"
-            time.sleep(0.2)
-        os.kill(worker(local_rank), signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    state = torch.load(out / "checkpoints" / "entailment-dual-seed0-last.pt", weights_only=True)
-    assert state["step"] >= 5 and state["step"] % 5 == 0
-    assert stderr.count(f"stopped after step {state['step']} of") == 1, stderr[-3000:]   # rank 0 says so, once
-
-
-def test_jobs_trains_seeds_in_parallel_processes_with_the_weights_of_one_process(tmp_path):
-    """--seeds 0,1 --jobs 2: one process per seed, each with its own log; the same weights and table as
-    training the seeds one after the other, and config.json records the command that was given."""
-    common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "3",
-              "--eval-every", "3", "--seeds", "0,1", "--progress", "false", "--speed", "false",
-              "--cache-dir", str(tmp_path / "cache")]
-    one_by_one = train.main(common + ["--out-dir", str(tmp_path / "one")])
-    parallel = train.main(common + ["--jobs", "2", "--out-dir", str(tmp_path / "jobs")])
-    assert [(r["seed"], r["accuracy"]) for r in parallel] == [(r["seed"], r["accuracy"]) for r in one_by_one]
-    for seed in (0, 1):
-        assert "test accuracy" in (tmp_path / "jobs" / "logs" / f"seed{seed}.log").read_text()
-        a = torch.load(tmp_path / "one" / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
-        b = torch.load(tmp_path / "jobs" / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
-        for key in a["model"]:
-            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
-    config = json.loads((tmp_path / "jobs" / "config.json").read_text())
-    assert config["train"]["seeds"] == "0,1" and config["train"]["jobs"] == 2
-
-
-def test_a_failed_seed_process_stops_the_others_and_names_its_log(tmp_path):
-    """Seed 0 cannot resume (its checkpoint is garbage); seed 1, set for 100,000 steps, is stopped as by
-    Ctrl-C instead of running on, and the error names seed 0's log."""
-    out = tmp_path / "run"
-    (out / "checkpoints").mkdir(parents=True)
-    (out / "checkpoints" / "entailment-dual-seed0-last.pt").write_bytes(b"not a checkpoint")
-    argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "100000",
-            "--log-every", "5", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
-    with pytest.raises(SystemExit, match=r"seed 0 failed \(exit code 1\); its log: .*seed0\.log"):
-        run_processes(train.seed_commands(argv, [0, 1], str(out)), 2, print)
-    assert "seed0-last.pt" in (out / "logs" / "seed0.log").read_text()
-    assert "test accuracy" not in (out / "logs" / "seed1.log").read_text()
-
-
-def test_processes_run_at_once_share_the_cpu_threads(tmp_path, monkeypatch):
-    """Two processes at once: each gets half of the threads torch uses here (at least one); a single
-    process, even with jobs to spare, gets them all; a user's OMP_NUM_THREADS wins."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    probe = [sys.executable, "-c", "import os, torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"]
-
-    def threads(names, jobs):   # [(OMP_NUM_THREADS, torch threads)] seen by each child
-        run_processes({name: (probe, str(tmp_path / f"{name}.log")) for name in names}, jobs, print)
-        return [tuple(int(x) for x in (tmp_path / f"{name}.log").read_text().split()) for name in names]
-
-    half = max(1, torch.get_num_threads() // 2)
-    assert threads(["a", "b"], jobs=2) == [(half, half)] * 2
-    assert threads(["c"], jobs=4)[0][0] == torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    assert threads(["d"], jobs=2)[0][0] == 7
-
-
-def test_shards_of_all_processes_partition_the_global_batch():
-    batch = {"x": torch.arange(12), "y": torch.arange(12) * 10}
-    parts = [shard(batch, Runtime(torch.device("cpu"), None, rank, 3)) for rank in range(3)]
-    assert all(len(p["x"]) == 4 for p in parts)
-    assert sorted(torch.cat([p["x"] for p in parts]).tolist()) == list(range(12))
-    assert all(torch.equal(p["y"], p["x"] * 10) for p in parts)
-
-
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_sigterm_saves_and_exits_with_a_message(signal_name, tmp_path):
-    """Ctrl-C, and SIGTERM (what `kill`, `timeout` and job schedulers send), finish the step and save."""
-    import signal
-    import time
-    out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "train.py", "--size", "tiny", "--tasks", "vqa", "--rows", "dual",
-                                "--pretrain-steps", "0", "--steps", "100000", "--log-every", "5", "--progress", "false",
-                                "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
-        time.sleep(0.2)
-    process.send_signal(getattr(signal, signal_name))
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1 and "stopped after step" in stderr and "Traceback" not in stderr
-    state = torch.load(out / "checkpoints" / "vqa-dual-seed0-last.pt", weights_only=True)
-    assert state["step"] >= 5
-
-
-def test_ctrl_c_under_jobs_stops_every_seed_saved_and_exits_with_a_message(tmp_path):
-    """--jobs 2: Ctrl-C reaches the parent only; it passes it on, each seed saves, and the parent
-    exits with one message, not a stack trace. The parent is started with SIGINT ignored, as a shell
-    starts a command in the background: train.py must still hear it."""
-    import signal
-    import time
-    out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "train.py", "--size", "tiny", "--tasks", "entailment", "--rows", "dual",
-                                "--pretrain-steps", "0", "--steps", "100000", "--log-every", "5", "--seeds", "0,1",
-                                "--jobs", "2", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-
-    def runs_logged():   # the runs with a record in metrics.jsonl; a line still being written is skipped
-        path, runs = out / "metrics.jsonl", set()
-        for line in path.read_text().splitlines() if path.exists() else []:
-            try:
-                runs.add(json.loads(line)["run"])
-            except json.JSONDecodeError:
-                pass
-        return runs
-
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and len(runs_logged()) < 2:
-            time.sleep(0.5)
-        assert len(runs_logged()) == 2, "both seeds should have logged a step within 180 s"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)   # the parent passes it on to the seeds' processes
-            process.wait(timeout=120)
-    assert process.returncode == 1 and "Traceback" not in stderr
-    assert "stopped: each process was asked to finish its step and save" in stderr and "Run the same command again" in stderr
-    for seed in (0, 1):
-        assert "stopped after step" in (out / "logs" / f"seed{seed}.log").read_text()
-        state = torch.load(out / "checkpoints" / f"entailment-dual-seed{seed}-last.pt", weights_only=True)
-        assert state["step"] >= 5
 
 
 def test_the_reasoning_teacher_starts_its_second_image_type_from_the_first(tmp_path):
