@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import atomic_write
+from runtime import interrupt_on_signals
 from scenes import Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
                    vqa_group)
@@ -476,4 +477,9 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    interrupt_on_signals()
+    try:
+        main()
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: each split is cached whole or not at all
+        raise SystemExit("\nstopped; the splits already cached stay cached, the others are rendered "
+                         "next time.") from None

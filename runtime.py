@@ -146,6 +146,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def interrupt_on_signals() -> None:
+    """For a program's __main__: Ctrl-C and SIGTERM raise KeyboardInterrupt, which __main__ turns into
+    one line. Inside a training loop StopRequest takes over (finish the step, save); outside one (building
+    the benchmark, testing a checkpoint) a stop then ends with that line, not a stack trace or, for
+    SIGTERM, a silent death. Set explicitly, so that a program started in the background hears Ctrl-C too."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+
+
 def shared_cpu_environment(jobs: int) -> dict:
     """The environment for `jobs` processes at once. Each gets its share of the threads torch uses
     in one process; by default every process would take them all, and they would slow one another

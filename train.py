@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime import Runtime, allow_tf32, check_device_flags, launched_processes, run_processes, setup_distributed
+from runtime import (Runtime, allow_tf32, check_device_flags, interrupt_on_signals, launched_processes, run_processes,
+                     setup_distributed)
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, given_values, split_list
@@ -416,7 +417,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    interrupt_on_signals()
     try:
         main()
     except DataError as error:   # a data file at fault: its name and line, not a stack trace
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:    # Ctrl-C or SIGTERM outside a training loop (inside one, fit saves and exits)
+        raise SystemExit("\nstopped; every checkpoint and finished run written so far is intact. "
+                         "Run the same command again to continue.") from None

@@ -326,6 +326,39 @@ def test_ctrl_c_or_sigterm_saves_and_exits_with_a_message(signal_name, tmp_path)
     assert state["step"] >= 5
 
 
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("program", ["train.py", "data.py"])
+def test_a_stop_while_the_benchmark_renders_is_one_line(program, signal_name, tmp_path):
+    """Outside a training loop there is no step to finish: Ctrl-C or SIGTERM while the benchmark is still
+    being rendered ends the program at once with one line, not a stack trace, and leaves no cache file half
+    written. The signal is sent once the program is rendering (train.py has written its config.json; data.py
+    has drawn its first progress bar)."""
+    import signal
+    import threading
+    import time
+    argv = [sys.executable, program, "--size", "tiny", "--tasks", "reasoning", "--train-examples", "50000",
+            "--workers", "1", "--cache-dir", str(tmp_path / "cache")]
+    if program == "train.py":
+        argv += ["--rows", "dual", "--pretrain-steps", "0", "--progress", "false", "--out-dir", str(tmp_path / "run")]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: process.stderr.read1(4096), b"")))
+    reader.start()
+    rendering = ((lambda: (tmp_path / "run" / "config.json").exists()) if program == "train.py" else
+                 (lambda: b"reasoning/train" in b"".join(stderr)))
+    deadline = time.time() + 120
+    while time.time() < deadline and not rendering():
+        time.sleep(0.1)
+    assert process.poll() is None, "the benchmark was built before the signal could be sent"
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(timeout=60)
+    reader.join()
+    err = b"".join(stderr).decode()
+    assert process.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert err.rstrip().splitlines()[-1].startswith("stopped;"), err[-2000:]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_ctrl_c_under_jobs_stops_every_seed_saved_and_exits_with_a_message(tmp_path):
     """--jobs 2: Ctrl-C reaches the parent only; it passes it on, each seed saves, and the parent
     exits with one message, not a stack trace. The parent is started with SIGINT ignored, as a shell
