@@ -46,6 +46,13 @@ def split_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def check_each_once(flag: str, values: list) -> None:
+    """A comma-separated flag names each value once (a seed named twice would be trained once and counted
+    twice in a table's mean ± std): raise ValueError naming the first repeated value."""
+    if repeated := [v for i, v in enumerate(values) if v in values[:i]]:
+        raise ValueError(f"--{flag} {','.join(map(str, values))}: {repeated[0]} is named twice")
+
+
 def given_values(namespace, cls) -> dict:
     """The fields of `cls` that were given on the command line (absent ones keep their defaults)."""
     key = cls.__name__ + "."

@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import atomic_write
+from config import add_flags, check_each_once, given_values, split_list
 from runtime import interrupt_on_signals
 from scenes import Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
@@ -413,7 +414,8 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
 
 
 def check_tasks(tasks: list[str]) -> None:
-    """--tasks (train.py and data.py): raise ValueError naming the first unknown task."""
+    """--tasks (train.py and data.py): raise ValueError naming the first unknown or repeated task."""
+    check_each_once("tasks", tasks)
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -430,7 +432,6 @@ def only_families(splits: dict, task: str, families: list[str]) -> dict:
 
 def add_benchmark_flags(parser) -> None:
     """--size and one flag per DataConfig field (data.py and export.py read the benchmark as train.py does)."""
-    from config import add_flags  # flags from the dataclass, as train.py does
     from model import MODEL_SIZES
     parser.add_argument("--size", choices=list(MODEL_SIZES), default="small",
                         help="the benchmark train.py --size trains on (mini and vilt-b32: small's) (default: small)")
@@ -439,13 +440,11 @@ def add_benchmark_flags(parser) -> None:
 
 def benchmark_config(args) -> DataConfig:
     """The --size preset, then the DataConfig flags given; ValueError names a bad setting."""
-    from config import given_values
     return DataConfig(**{**data_preset(args.size), **given_values(args, DataConfig)}).validate()
 
 
 def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
     """Flags -> (DataConfig, tasks, families, contact sheet path); a bad value exits with one line."""
-    from config import split_list
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to build")
     parser.add_argument("--families", default="", help="report only these question families, as train.py's --families")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from config import check_each_once
 from programs import ENTAILMENT_LABELS, IllPosed, entailment_label, execute, holds
 from scenes import (ATTRIBUTE_SETS, ATTRIBUTES, OPPOSITE, RELATIONS, SHAPES, SIZES, Description, Scene,
                     SceneConfig, describe, sample_scene)
@@ -45,6 +46,7 @@ ATTEMPTS = 30                         # scenes per group with the planned labels
 
 def check_families(families: list[str], tasks: list[str]) -> None:
     """--families (train.py and data.py): each must be a family of one of `tasks`, and leave every task one."""
+    check_each_once("families", families)
     known = [f for t in tasks if t in FAMILIES for f in FAMILIES[t]]
     for family in families:
         if family not in known:

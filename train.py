@@ -38,7 +38,7 @@ from runtime import (Runtime, allow_tf32, check_device_flags, interrupt_on_signa
                      setup_distributed)
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
-from config import add_flags, given_values, split_list
+from config import add_flags, check_each_once, given_values, split_list
 from batches import CurriculumBatches, TaskBatches, names_left_image_first
 from data import DataConfig, build_benchmark, check_tasks, data_preset, only_families
 from tasks import check_families
@@ -186,17 +186,25 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError("--rows has a pretrain+ row but --pretrain-steps is 0")
     try:
         seeds = [int(s) for s in split_list(cfg.seeds)]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, got {cfg.seeds!r}") from None
+    try:
         layers = [] if cfg.attention_layers in ("last", "all") else [int(s) for s in split_list(cfg.attention_layers)]
     except ValueError:
-        raise ValueError(f"--seeds and --attention-layers take comma-separated integers "
-                         f"(or last / all), got {cfg.seeds!r} and {cfg.attention_layers!r}") from None
+        raise ValueError(f"--attention-layers takes last, all or comma-separated integers, "
+                         f"got {cfg.attention_layers!r}") from None
     if not seeds or not rows:
         raise ValueError("--seeds and --rows must each name at least one")
+    check_each_once("rows", rows)
+    check_each_once("seeds", seeds)
     if cfg.jobs > 1 and launched_processes() > 1:
         raise ValueError(f"--jobs {cfg.jobs} starts its own processes, one per seed; not under torchrun")
     n_layer = model_config(cfg.size).n_layer
     if any(not -n_layer <= layer < n_layer for layer in layers):
         raise ValueError(f"--attention-layers {cfg.attention_layers}: the {cfg.size} size has {n_layer} layers")
+    if len({layer % n_layer for layer in layers}) < len(layers):   # -1 is the last layer, n_layer - 1
+        raise ValueError(f"--attention-layers {cfg.attention_layers}: a layer is named twice "
+                         f"(negative numbers count from the last of the {n_layer})")
     check_families(split_list(cfg.families), split_list(cfg.tasks))
     check_device_flags(cfg.device, cfg.dtype)
 
