@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -79,6 +79,13 @@ class RealDataConfig:
         for name in ("image_side", "train_limit", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.image_dir and (self.data != "snli-ve" or not os.path.isdir(self.image_dir)):
+            raise ValueError(f"--image-dir {self.image_dir}: only with --data snli-ve, and an existing folder")
+        default = RealDataConfig()
+        given = [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
+        if not self.real and given:   # the built-in benchmark would silently ignore it
+            raise ValueError(f"--{given[0].replace('_', '-')} is for a data set you downloaded: "
+                             f"give --data ({', '.join(DATA_SETS)}) too")
         return self
 
 
@@ -115,16 +122,18 @@ class RealSplit(Dataset):
                        vqa_targets=None if self.vqa_targets is None else [self.vqa_targets[i] for i in index])
 
     def __getitem__(self, i):
-        """(i, [uint8 (H, W, 3) per image]), or (i, error message) where an image cannot be read."""
+        """(i, [uint8 (H, W, 3) per image]), or (i, error message) where an image cannot be read.
+
+        Never raises a DataError: raised in a DataLoader worker, torch would hand it on wrapped in
+        the worker's traceback, 30 lines. The message travels with the batch instead, and
+        `raise_unreadable`, in the training process, skips it or raises it as one line."""
         try:
             return i, [torch.from_numpy(load_image(p, self.image_side, self.patch_size)) for p in self.image_paths[i]]
         except DataError as error:
-            if self.missing == "error":
-                raise
             return i, str(error)
 
     def collate(self, items) -> tuple[dict, list[str]]:
-        """Examples -> one batch, padded to the largest image, and the errors of skipped examples."""
+        """Examples -> one batch, padded to the largest image, and the errors of examples left out of it."""
         errors = [images for _, images in items if isinstance(images, str)]
         items = [(i, images) for i, images in items if not isinstance(images, str)]
         B, K = len(items), len(self.image_paths[0])
@@ -159,6 +168,12 @@ def to_device(batch: dict, device) -> dict:
     rows = torch.arange(H, device=sizes.device) < sizes[..., 0, None]           # (B, K, H)
     cols = torch.arange(W, device=sizes.device) < sizes[..., 1, None]           # (B, K, W)
     return {**batch, "images": model_images(batch["images"]), "pixel_mask": rows[..., :, None] & cols[..., None, :]}
+
+
+def raise_unreadable(split: RealSplit, errors: list[str]) -> None:
+    """With missing="error", raise the batch's first unreadable image as a DataError (skip it otherwise)."""
+    if errors and split.missing == "error":
+        raise DataError(errors[0])
 
 
 def _loader(split: RealSplit, batch_sampler, workers: int, device) -> DataLoader:
@@ -203,6 +218,7 @@ class LoaderBatches:
                 self.iterator = iter(_loader(self.split, self.index_lists(self.epoch, self.position),
                                              self.workers, self.device))
             batch, errors = next(self.iterator)
+            raise_unreadable(self.split, errors)
             self.position += self.batch_size
             if self.position + self.batch_size > len(self.split):
                 self.epoch, self.position = self.epoch + 1, 0
@@ -229,6 +245,7 @@ def eval_batches(split: RealSplit, batch_size: int, device):
     """The whole split in order; skipped examples are simply absent from `batch["index"]`."""
     index_lists = [list(range(s, min(s + batch_size, len(split)))) for s in range(0, len(split), batch_size)]
     for batch, errors in _loader(split, index_lists, split.workers, device):
+        raise_unreadable(split, errors)
         if errors:
             warnings.warn(f"evaluation skipped {len(errors)} examples with unreadable images: {errors[0]}")
         if len(batch["index"]):

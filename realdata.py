@@ -2,9 +2,10 @@
 
 Each reader takes the root folder of a copy you downloaded yourself (nothing here downloads)
 and returns a plain list of example dicts: image path(s), text, label or answers, id. A file
-that is missing or malformed raises `DataError`, naming the file (and the line, for JSON
-Lines) and the paths that were searched. Also here: a ViLT-style image loader. The official
-answer normalisation and metrics are in metrics.py, the WordPiece tokenizer in wordpiece.py.
+that is missing, malformed or empty raises `DataError`, naming the file (and the line, for JSON
+Lines) and the paths that were searched; so does a VQA question id given twice. Also here: a
+ViLT-style image loader. The official answer normalisation and metrics are in metrics.py, the
+WordPiece tokenizer in wordpiece.py.
 
     examples = read_nlvr2("/data/nlvr2", "dev")
     vocab = build_answer_vocab(e["multiple_choice_answer"] for e in read_vqa(root, "train"))
@@ -30,26 +31,45 @@ class DataError(ValueError):
 
 
 # ------------------------------------------------------------------ shared file helpers
-def _first_existing(candidates: list[Path], what: str) -> Path:
+def _first_existing(candidates: list[Path], what: str, folder: bool = False) -> Path:
+    """The first candidate that is a file (with folder=True: a folder); else DataError listing them."""
     for path in candidates:
-        if path.exists():
+        if path.is_dir() if folder else path.is_file():
             return path
-    searched = "\n  ".join(str(p) for p in candidates)
+    wanted = "folder" if folder else "file"  # a dev.json that is a folder is named so, not left as "not found"
+    searched = "\n  ".join(f"{p} (not a {wanted})" if p.exists() else str(p) for p in candidates)
     raise DataError(f"{what} not found (nothing is downloaded); searched:\n  {searched}")
 
 
-def _load_json(path: Path):
+def _open(path: Path):
+    """The file, opened for reading bytes; DataError if it cannot be (permissions, a folder)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 text (a binary file, or a download that failed?)") from e
+
+
+def _load_json(path: Path):
+    with _open(path) as f:
+        text = _decode(f.read(), str(path))
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
 
 
 def _read_jsonl(path: Path):
     """Yield (line number, object) for each non-blank line of a JSON Lines file."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with _open(path) as f:  # bytes, decoded line by line: a bad byte is reported with its line
+        for line_no, raw in enumerate(f, start=1):
+            line = _decode(raw, f"{path}:{line_no}")
             if not line.strip():
                 continue
             try:
@@ -69,9 +89,26 @@ def _field(obj: dict, key: str, where: str):
     return obj[key]
 
 
-def _text(obj: dict, key: str, where: str) -> str:
+def _list(obj: dict, key: str, where: str) -> list:
+    items = _field(obj, key, where)
+    if not isinstance(items, list):
+        raise DataError(f"{where}: field {key!r} must be a list, not {type(items).__name__}: {str(items)[:60]!r}")
+    return items
+
+
+def _integer(obj: dict, key: str, where: str) -> int:
+    """An id: a JSON integer, or a string of digits, returned as an int (COCO file names and results need one)."""
+    value = _field(obj, key, where)
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DataError(f"{where}: field {key!r} must be an integer, not {value!r}")
+    return value
+
+
+def _text(obj: dict, key: str, where: str, blank_ok: bool = False) -> str:
     text = _field(obj, key, where)
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not (blank_ok or text.strip()):
         raise DataError(f"{where}: field {key!r} is empty or not a string: {text!r}")
     return text
 
@@ -127,30 +164,39 @@ def read_vqa(root, split: str, answer_vocab: list[str] | None = None, missing: s
         [root / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
          root / "Questions" / f"v2_OpenEnded_mscoco_{subtype}_questions.json"], f"VQA v2 {split} questions")
     image_dir = _first_existing([root / image_subtype, root / "Images" / "mscoco" / image_subtype],
-                                f"VQA v2 {split} image folder")
+                                f"VQA v2 {split} image folder", folder=True)
     annotations = None
     if split in ("train", "val"):  # the test splits have questions only
         annotations_path = _first_existing(
             [root / f"v2_mscoco_{subtype}_annotations.json",
              root / "Annotations" / f"v2_mscoco_{subtype}_annotations.json"], f"VQA v2 {split} annotations")
-        annotations = {}
-        for i, ann in enumerate(_field(_load_json(annotations_path), "annotations", str(annotations_path))):
+        annotations, first_entry = {}, {}  # first_entry: question_id -> index, to name both entries of a repeat
+        for i, ann in enumerate(_list(_load_json(annotations_path), "annotations", str(annotations_path))):
             where = f"{annotations_path}: annotations[{i}]"
-            answers = [_field(a, "answer", where) for a in _field(ann, "answers", where)]
+            answers = [_text(a, "answer", where, blank_ok=True) for a in _list(ann, "answers", where)]
             answer_type = _field(ann, "answer_type", where)
             if answer_type not in VQA_ANSWER_TYPES:
                 raise DataError(f"{where}: answer_type must be one of {VQA_ANSWER_TYPES}, not {answer_type!r}")
-            annotations[_field(ann, "question_id", where)] = {
-                "answers": answers, "multiple_choice_answer": _field(ann, "multiple_choice_answer", where),
-                "answer_type": answer_type, "question_type": _field(ann, "question_type", where)}
+            question_id = _integer(ann, "question_id", where)
+            if question_id in first_entry:
+                raise DataError(f"{where}: question_id {question_id} repeats annotations[{first_entry[question_id]}]")
+            first_entry[question_id] = i
+            annotations[question_id] = {
+                "answers": answers, "answer_type": answer_type, "question_type": _field(ann, "question_type", where),
+                "multiple_choice_answer": _text(ann, "multiple_choice_answer", where, blank_ok=True)}
 
-    examples, skipped, image_paths = [], 0, {}  # image_paths: many questions share an image
-    questions = _field(_load_json(questions_path), "questions", str(questions_path))
+    examples, skipped, image_paths, first_question = [], 0, {}, {}  # image_paths: many questions share an image
+    questions = _list(_load_json(questions_path), "questions", str(questions_path))
+    if not questions:
+        raise DataError(f"{questions_path}: holds no questions")
     for i, q in enumerate(questions):
         where = f"{questions_path}: questions[{i}]"
-        question_id, image_id = _field(q, "question_id", where), _field(q, "image_id", where)
+        question_id, image_id = _integer(q, "question_id", where), _integer(q, "image_id", where)
+        if question_id in first_question:  # found now, not when the results file is written after training
+            raise DataError(f"{where}: question_id {question_id} repeats questions[{first_question[question_id]}]")
+        first_question[question_id] = i
         if image_id not in image_paths:
-            name = f"COCO_{image_subtype}_{int(image_id):012d}.jpg"
+            name = f"COCO_{image_subtype}_{image_id:012d}.jpg"
             image_paths[image_id] = _image_or_missing([image_dir / name], missing, where)
         if image_paths[image_id] is None:
             skipped += 1
@@ -260,6 +306,8 @@ def read_nlvr2(root, split: str, missing: str = "skip") -> list[dict]:
             skipped += 1
             continue
         examples.append({"identifier": identifier, "sentence": sentence, "label": label == "true", "images": images})
+    if not total:  # said here: make_split would blame missing images or --val-examples
+        raise DataError(f"{ann_path}: holds no examples")
     _warn_skipped(skipped, total, ann_path)
     return examples
 
@@ -290,8 +338,8 @@ def _flickr_id(obj: dict, where: str) -> str:
 
 def _is_json_list(path: Path) -> bool:
     """Whether the file holds one top-level JSON list ("[") rather than JSON Lines ("{" on each line)."""
-    with open(path, encoding="utf-8") as f:
-        return f.read(4096).lstrip().startswith("[")
+    with _open(path) as f:
+        return f.read(4096).lstrip().startswith(b"[")
 
 
 def _read_json_list(path: Path):
@@ -323,7 +371,7 @@ def read_snli_ve(root, split: str, image_dir=None, missing: str = "skip") -> lis
     # script fetches (which also links it as images/), images/ what ALBEF and DiDE read.
     folders = ([Path(image_dir)] if image_dir is not None
                else [root / "flickr30k_images", root / "flickr30k-images", root / "images"])
-    image_folder = _first_existing(folders, "SNLI-VE Flickr30k image folder")
+    image_folder = _first_existing(folders, "SNLI-VE Flickr30k image folder", folder=True)
     albef = _is_json_list(ann_path)
     if albef:
         rows = ((f"{ann_path}: [{i}]", i, obj) for i, obj in _read_json_list(ann_path))
@@ -348,6 +396,8 @@ def read_snli_ve(root, split: str, image_dir=None, missing: str = "skip") -> lis
             continue
         examples.append({"pair_id": obj.get("pairID", f"{split}-{position}"), "image": image,
                          "hypothesis": hypothesis, "label": label, "label_id": ENTAILMENT_LABELS.index(label)})
+    if not total:  # said here: make_split would blame missing images or --val-examples
+        raise DataError(f"{ann_path}: holds no examples")
     _warn_skipped(skipped, total, ann_path)
     return examples
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from checkpoint import atomic_write
+from realdata import DataError   # train.py prints it as one line; realdata does not import this file
 
 
 class WordPieceTokenizer:
@@ -37,8 +38,18 @@ class WordPieceTokenizer:
 
     @classmethod
     def load(cls, path) -> WordPieceTokenizer:
-        with open(path, encoding="utf-8") as f:
-            return cls([line.rstrip("\n") for line in f])
+        """The vocabulary of a vocab.txt; a DataError naming the file where it is not one."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                tokens = [line.rstrip("\n") for line in f]
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from e
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not a vocab.txt: not UTF-8 text (a binary file?)") from e
+        try:
+            return cls(tokens)
+        except ValueError as e:   # no [PAD], [UNK], [CLS] or [SEP]: an empty file, or not BERT's
+            raise DataError(f"{path}: {e}" + (" (the file is empty)" if not tokens else "")) from e
 
     def to_dict(self) -> dict:
         """What a checkpoint keeps, to refuse a model trained with another vocabulary."""

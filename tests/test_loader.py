@@ -139,6 +139,22 @@ def test_unreadable_images_are_skipped_and_counted_or_an_error(exported):
             f.write(data)
 
 
+def test_an_unreadable_image_in_a_worker_is_one_line(exported, tmp_path):
+    """torch re-raises a worker's exception with the worker's traceback in its message, 30 lines:
+    with workers, train.py must still print the one line it prints without them."""
+    import shutil
+    shutil.copytree(exported / "snli-ve", tmp_path / "snli-ve")
+    split = real(tmp_path, "snli-ve", missing_images="error", loader_workers=1).splits["entailment"]["val"]
+    broken = split.image_paths[2][0]
+    with open(broken, "r+b") as f:
+        f.truncate(os.path.getsize(broken) // 3)                      # a truncated JPEG
+    for fetch in (lambda: list(eval_batches(split, 8, "cpu")),
+                  lambda: LoaderBatches(split, len(split), seed=0, device="cpu", workers=1).next()):
+        with pytest.raises(DataError) as caught:
+            fetch()
+        assert str(caught.value).startswith(f"{broken}: cannot read image") and "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("name", DATA_SETS)
 def test_train_py_trains_a_tiny_model_on_each_layout(name, exported, tmp_path):
     out = tmp_path / "run"
@@ -192,6 +208,23 @@ def test_a_split_with_no_examples_is_refused_by_name(exported, tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(DataError, match="the val split has no examples"):
             real(tmp_path, "nlvr2")
+
+
+def test_bad_files_are_refused_before_training(exported, tmp_path):
+    """An empty NLVR2 dev.json is named, not blamed on missing images or --val-examples; a test-dev question id
+    that repeats is refused now, not after training, when the server's results file is written."""
+    import shutil
+    for name in ("nlvr2", "vqav2"):
+        shutil.copytree(exported / name, tmp_path / name)
+    (tmp_path / "nlvr2" / "nlvr2" / "data" / "dev.json").write_text("")
+    with pytest.raises(DataError, match="nlvr2/data/dev.json: holds no examples"):
+        real(tmp_path, "nlvr2")
+    path = tmp_path / "vqav2" / "v2_OpenEnded_mscoco_test-dev2015_questions.json"
+    questions = json.loads(path.read_text())["questions"]
+    path.write_text(json.dumps({"questions": questions + questions[:1]}))
+    with pytest.raises(DataError, match=rf"test-dev2015_questions.json: questions\[{len(questions)}\]: question_id "
+                                        rf"{questions[0]['question_id']} repeats questions\[0\]"):
+        real(tmp_path, "vqav2", vqa_predict="test-dev")
 
 
 def test_a_split_with_no_readable_image_stops_instead_of_spinning(exported, tmp_path):

@@ -1,7 +1,8 @@
-"""Tests of realdata.py (and metrics.py, wordpiece.py) on small fake copies of the official layouts, written in tmp_path.
+"""Tests of realdata.py on small fake copies of the official layouts, written in tmp_path
+(metrics.py's VQA and NLVR2 metrics: test_metrics.py; the WordPiece tokenizer: test_wordpiece.py).
 
-The expected values are worked out by hand from the official code (vqaEval.py,
-nlvr2 eval/metrics.py, BERT's WordPiece), so a change of behaviour shows up here.
+The expected values are worked out by hand from the official layouts and code, so a change
+of behaviour shows up here.
 
     python -m pytest tests/test_realdata.py -q
 """
@@ -16,11 +17,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import realdata  # noqa: E402
-from metrics import (CONTRACTIONS, build_answer_vocab, nlvr2_consistency, normalize_answer,  # noqa: E402
-                     process_punctuation, soft_score, vqa_official_accuracy)
+from metrics import build_answer_vocab  # noqa: E402
 from realdata import (SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image,  # noqa: E402
                       read_nlvr2, read_snli_ve, read_split, read_vqa, vilt_size, write_vqa_results)
-from wordpiece import WordPieceTokenizer  # noqa: E402
 from programs import ENTAILMENT_LABELS  # noqa: E402
 
 
@@ -31,56 +30,14 @@ def save_image(path: Path, mode: str = "RGB", fmt: str = "JPEG", size=(8, 6)) ->
     return path
 
 
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256))  # a binary file (a PNG's signature): not UTF-8
+
+
 def write_jsonl(path: Path, rows) -> Path:
     """rows: dicts, or strings written verbatim (to plant a bad line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
-
-
-# ------------------------------------------------------------------ VQA normalisation and accuracy
-@pytest.mark.parametrize("raw, expected", [
-    ("Two", "2"), ("none", "0"), ("a dog", "dog"), ("The  Red Car", "red car"), ("dont", "don't"),
-    ("yes.", "yes"), ("3.5", "3.5"), ("black-and-white", "black and white"),
-    ("left, right", "left right"),  # ", " next to a space: deleted, not blanked
-    ("1,000", "1000"),              # digit,digit: every punctuation mark is deleted
-    ("1,000-2", "10002"),           # ... even the hyphen, since the comma rule is about the whole text
-    ("  cat\n", "cat"),
-])
-def test_normalize_answer(raw, expected):
-    assert normalize_answer(raw) == expected
-
-
-def test_official_tables():
-    assert len(CONTRACTIONS) >= 110 and CONTRACTIONS["whats"] == "what's"
-    assert process_punctuation("a.b.c?") == "abc "  # "?" with no space next to it becomes a space
-
-
-def test_accuracy_is_the_leave_one_out_average():
-    gts = ["other"] * 10
-    for k, expected in enumerate([0.0, 0.3, 0.6, 0.9, 1.0, 1.0]):
-        answers = ["dog"] * k + gts[k:]
-        assert vqa_official_accuracy("dog", answers) == pytest.approx(expected)
-        assert soft_score(k) == pytest.approx(expected)
-        # the closed form: each of the ten leave-one-out subsets, averaged
-        assert expected == pytest.approx((k * min(1, (k - 1) / 3) + (10 - k) * min(1, k / 3)) / 10)
-    assert soft_score(10) == 1.0
-
-
-def test_accuracy_normalises_unless_all_answers_agree():
-    mixed = ["2"] * 9 + ["3"]
-    assert vqa_official_accuracy("Two", mixed) == pytest.approx(1.0)
-    assert vqa_official_accuracy("the 2.", mixed) == pytest.approx(1.0)
-    same = ["yes"] * 10
-    assert vqa_official_accuracy("Yes", same) == 0.0    # the quirk: not normalised
-    assert vqa_official_accuracy(" yes\t", same) == 1.0  # only stripped
-
-
-def test_answer_vocab_threshold_and_order():
-    answers = ["Two", "cat", "2", "dog", "a cat", "dog", "bird"]
-    assert build_answer_vocab(answers, min_count=2) == ["2", "cat", "dog"]  # first-occurrence order
-    assert build_answer_vocab(answers, min_count=1) == ["2", "cat", "dog", "bird"]
-    assert build_answer_vocab(answers) == []  # default 9
 
 
 # ------------------------------------------------------------------ VQA v2 reader
@@ -183,6 +140,40 @@ def test_vqa_errors_name_the_file(tmp_path):
         read_vqa(root, "train")
 
 
+def test_vqa_repeated_question_id_is_refused_when_read(tmp_path):
+    """Not after training, when write_vqa_results would refuse the server's results file."""
+    root = make_vqa(tmp_path)
+    question = {"image_id": 9, "question": "What is it?", "question_id": 9000}
+    (root / "v2_OpenEnded_mscoco_test-dev2015_questions.json").write_text(json.dumps({"questions": [question] * 2}))
+    with pytest.raises(DataError, match=r"test-dev2015_questions.json: questions\[1\]: question_id 9000 repeats "
+                                        r"questions\[0\]"):
+        read_vqa(root, "test-dev")
+    path = root / "v2_mscoco_val2014_annotations.json"
+    anns = json.loads(path.read_text())["annotations"]
+    path.write_text(json.dumps({"annotations": anns + anns[:1]}))
+    with pytest.raises(DataError, match=r"annotations.json: annotations\[3\]: question_id 9000 repeats "
+                                        r"annotations\[0\]"):
+        read_vqa(root, "val")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("questions", {"questions": [{"image_id": "abc", "question": "Q?", "question_id": 1}]},
+     r"questions\[0\]: field 'image_id' must be an integer, not 'abc'"),
+    ("questions", {"questions": 5}, "field 'questions' must be a list, not int"),
+    ("questions", {"questions": []}, "holds no questions"),
+    ("questions", PNG_BYTES, "not UTF-8 text"),
+    ("annotations", {"annotations": 5}, "field 'annotations' must be a list, not int"),
+    ("annotations", {"annotations": [{"answers": 5}]}, r"annotations\[0\]: field 'answers' must be a list"),
+], ids=["image_id", "questions", "no questions", "binary", "annotations", "answers"])
+def test_malformed_vqa_files_name_the_file(tmp_path, name, content, message):
+    root = make_vqa(tmp_path)
+    path = root / {"questions": "v2_OpenEnded_mscoco_train2014_questions.json",
+                   "annotations": "v2_mscoco_train2014_annotations.json"}[name]
+    path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    with pytest.raises(DataError, match=f"{path.name}: {message}"):
+        read_vqa(root, "train")
+
+
 # ------------------------------------------------------------------ NLVR2
 def nlvr2_line(identifier, label="True", **extra):
     return {"identifier": identifier, "sentence": "There are two dogs.", "label": label, "left_url": "u",
@@ -236,6 +227,23 @@ def test_nlvr2_train_needs_directory_and_missing_file_lists_searched(tmp_path):
         read_nlvr2(tmp_path, "test1")
 
 
+def test_nlvr2_and_snli_ve_files_that_are_not_json_lines(tmp_path):
+    (tmp_path / "nlvr2" / "data" / "dev.json").mkdir(parents=True)   # a folder where the file should be
+    with pytest.raises(DataError, match=r"nlvr2/data/dev.json \(not a file\)"):
+        read_nlvr2(tmp_path, "dev")
+    for content, message in [(b"", ": holds no examples"), (b"\n\n", ": holds no examples"),
+                             (PNG_BYTES, ":1: not UTF-8 text")]:   # its first line holds the bad byte
+        (tmp_path / "dev.json").write_bytes(content)                   # the second candidate, a file
+        with pytest.raises(DataError, match="dev.json" + message):
+            read_nlvr2(tmp_path, "dev")
+    save_image(tmp_path / "images" / "100.jpg")
+    for name, content, message in [("snli_ve_test.jsonl", PNG_BYTES, ":1: not UTF-8 text"),
+                                   ("ve_train.json", b"[]", ": holds no examples")]:   # official, ALBEF's list
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=name + message):
+            read_snli_ve(tmp_path, name.split("_")[-1].split(".")[0])
+
+
 def test_nlvr2_recursive_image_search(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "dev.json", [nlvr2_line("dev-0-0-0"), nlvr2_line("dev-0-0-1", "False"),
                                         nlvr2_line("dev-9-0-0")])  # dev-9-0's images are nowhere
@@ -274,12 +282,6 @@ def test_nlvr2_standard_folders_keep_priority(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 of 2"):
         dev = read_nlvr2(root, "dev")  # the copy under elsewhere/ is not used
     assert dev[0]["images"][0] == str(root / "dev" / "dev-3-0-img0.png")
-
-
-def test_nlvr2_consistency():
-    ids = ["dev-1-0-0", "dev-1-1-0", "dev-1-2-0", "dev-1-0-1", "dev-1-1-1", "dev-2-0-0"]
-    correct = [True, True, True, True, False, True]  # sentence dev-1-?-1 fails once
-    assert nlvr2_consistency(ids, correct) == pytest.approx(2 / 3)
 
 
 # ------------------------------------------------------------------ SNLI-VE
@@ -439,22 +441,6 @@ def test_unreadable_images_raise_data_error(tmp_path):
     for path in (truncated, tmp_path / "text.png", tmp_path / "absent.jpg"):
         with pytest.raises(DataError, match=path.name):
             load_image(path, 32)
-
-
-# ------------------------------------------------------------------ WordPiece
-def test_wordpiece_hand_example(tmp_path):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "##ed", "wa", "un", "runn", "##ing", ","]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = WordPieceTokenizer.load(tmp_path / "vocab.txt")
-    # "UNwanted": lower-case; "é" loses its accent; "un" then the longest "##want", then "##ed".
-    assert tok.tokenize("UNwant\u00e9d,running") == ["un", "##want", "##ed", ",", "runn", "##ing"]
-    assert tok.tokenize("unwantedX running") == ["[UNK]", "runn", "##ing"]  # "##x" exists nowhere
-    assert tok.encode("want") == [2, 5, 3]
-    batch = tok.encode_batch(["want", "wa, running"], max_len=6)
-    assert batch.tolist() == [[2, 5, 3, 0, 0, 0], [2, 8, 12, 10, 11, 3]]
-    assert tok.decode(batch[1].tolist()) == "wa , running"
-    with pytest.raises(ValueError, match="more than max_len=3"):
-        tok.encode_batch(["wa, running"], max_len=3)
 
 
 def test_add_soft_targets_keeps_inputs_unchanged():
