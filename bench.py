@@ -22,7 +22,6 @@ never waits on data).
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from distill import DistillWeights
 from model import MODEL_SIZES, DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from batches import TaskBatches
+from checkpoint import check_out_file, write_json
 from config import add_flags, given_values
 from data import DataConfig, TaskSplit, data_preset
 from runtime import allow_tf32, autocast_for, check_device_flags, resolve_device, uses_bf16
@@ -276,15 +276,19 @@ def parse_args(argv=None) -> BenchConfig:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flags(parser, BenchConfig)
     cfg = BenchConfig(**given_values(parser.parse_args(argv), BenchConfig))
-    for name in ("batch_size", "text_len", "repeats", "questions_per_image", "retrieval_images", "retrieval_texts"):
+    for name in ("batch_size", "text_len", "num_answers", "repeats", "questions_per_image", "retrieval_images",
+                 "retrieval_texts"):
         if getattr(cfg, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.vocab_size <= 5:   # the random texts draw words after the five special tokens
+        parser.error(f"--vocab-size must be above 5 ([PAD] [CLS] [SEP] [UNK] [MASK]), got {cfg.vocab_size}")
     if cfg.warmup < 0:
         parser.error(f"--warmup must not be negative, got {cfg.warmup}")
     if cfg.size not in MODEL_SIZES:
         parser.error(f"--size: unknown size {cfg.size!r}; choose one of {', '.join(MODEL_SIZES)}")
     try:
         check_device_flags(cfg.device, cfg.dtype)
+        check_out_file("out", cfg.out)
     except ValueError as error:
         parser.error(str(error))
     return cfg
@@ -296,9 +300,8 @@ def main(argv=None):
     table = markdown(rows, cfg, device, peak)
     print(table)
     print(f"\ncommand: python {' '.join(sys.argv)}")
-    with open(cfg.out, "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), "device": table.splitlines()[0], "command": " ".join(sys.argv),
-                   "rows": rows}, f, indent=2)
+    write_json(cfg.out, {"config": dataclasses.asdict(cfg), "device": table.splitlines()[0],
+                         "command": " ".join(sys.argv), "rows": rows})
     return rows
 
 

@@ -62,6 +62,20 @@ def load_weights(model, path, state=None, **expect):
     return state
 
 
+def check_out_file(flag, path, extensions=()) -> None:
+    """A file a program writes when it ends (bench.py's and probe.py's --out, data.py's --sheet), checked
+    when it starts, so that no work is lost to a bad path: ValueError naming the flag."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"--{flag} {path}: is a folder; give a file's name")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--{flag} {path}: cannot write in {folder}")
+    if extensions and not path.lower().endswith(extensions):
+        raise ValueError(f"--{flag} {path}: the file's name must end in {' or '.join(extensions)}")
+
+
 def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
@@ -71,13 +85,21 @@ def record_run(out_dir, name, result):
     write_json(os.path.join(out_dir, "runs", f"{name}.json"), result)
 
 
+def read_json(path):
+    """A JSON file this project wrote (a run record, config.json); one line naming it if it is damaged."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: {path}: not valid JSON ({error}); a hand edit, or a full disk?") from None
+
+
 def finished_run(out_dir, name):
     """The result of run `name` if an earlier invocation finished it, else None."""
     path = os.path.join(out_dir, "runs", f"{name}.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        result = json.load(f)
+    result = read_json(path)
     checkpoint = result.get("checkpoint")
     return result if checkpoint is None or os.path.exists(checkpoint) else None
 

@@ -1,13 +1,15 @@
-"""Typed dataclasses turned into command-line flags (used by train.py and bench.py).
+"""Typed dataclasses turned into command-line flags (train.py, data.py, bench.py, probe.py).
 
 Every field becomes `--field-name`, typed from its annotation, with the one-line comment
 after the field as its help text. Booleans parse true/false (argparse's `type=bool` would
-read "false" as True). Unknown flags and bad values get one line of error from argparse.
+read "false" as True); floats must be finite. Unknown flags and bad values get one line of
+error from argparse.
 """
 
 import argparse
 import dataclasses
 import inspect
+import math
 
 
 def parse_bool(text: str) -> bool:
@@ -18,7 +20,18 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-PARSERS = {"int": int, "float": float, "str": str, "bool": parse_bool}
+def parse_float(text: str) -> float:
+    """A finite number: nan and inf parse as floats, and nan passes every later `< 0` check."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+PARSERS = {"int": int, "float": parse_float, "str": str, "bool": parse_bool}
 
 
 def field_comments(cls) -> dict:

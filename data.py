@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoint import atomic_write
+from checkpoint import atomic_write, check_out_file
 from config import add_flags, check_each_once, given_values, split_list
 from runtime import interrupt_on_signals
 from scenes import Scene, SceneConfig, render_batch
@@ -94,6 +95,7 @@ class DataConfig:
             ("max_text_len", self.max_text_len >= 8, "must be >= 8"),
             ("seed", self.seed >= 0, "must be >= 0"),
             ("workers", self.workers >= 0, "must be >= 0"),
+            ("cache_dir", not os.path.isfile(self.cache_dir), "is a file, not a folder"),
         ]:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
@@ -280,9 +282,13 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
         return generate_split(cfg, task, split, progress)
     stem = os.path.join(cfg.cache_dir, f"{task}_{split}_{cache_key(cfg, task, split)}")
     if all(os.path.exists(stem + ext) for ext in (".npy", ".json", ".pt")):
-        with open(stem + ".json") as f:
-            texts = json.load(f)
-        return RawSplit(images=np.load(stem + ".npy"), **texts, **torch.load(stem + ".pt", weights_only=True))
+        try:
+            with open(stem + ".json") as f:
+                texts = json.load(f)
+            return RawSplit(images=np.load(stem + ".npy"), **texts, **torch.load(stem + ".pt", weights_only=True))
+        except Exception as error:   # damaged (a full disk, a hand edit): a cache can always be rebuilt
+            print(f"the cached {task} {split} split {stem}.* cannot be read ({type(error).__name__}); "
+                  f"rendering it again", file=sys.stderr, flush=True)
     raw = generate_split(cfg, task, split, progress)
     os.makedirs(cfg.cache_dir, exist_ok=True)
     atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))
@@ -374,11 +380,11 @@ def vqa_soft_scores(annotators: torch.Tensor, num_answers: int) -> torch.Tensor:
 
 
 def _pad(ids: torch.Tensor, texts: list[str], max_len: int) -> torch.Tensor:
-    """long [N, l] -> [N, max_len]; a text longer than max_len is an error, not a cut."""
+    """long [N, l] -> [N, max_len]; a text longer than max_len is an error (one line), not a cut."""
     lengths = (ids != Tokenizer.PAD).sum(dim=1)
     if len(ids) and int(lengths.max()) > max_len:
         i = int(lengths.argmax())
-        raise ValueError(f"text needs {int(lengths[i])} tokens, more than max_text_len={max_len}: {texts[i]!r}")
+        raise SystemExit(f"error: --max-text-len {max_len}: a text needs {int(lengths[i])} tokens: {texts[i]!r}")
     return torch.nn.functional.pad(ids[:, :max_len], (0, max(0, max_len - ids.shape[1])))
 
 
@@ -415,6 +421,8 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
 
 def check_tasks(tasks: list[str]) -> None:
     """--tasks (train.py and data.py): raise ValueError naming the first unknown or repeated task."""
+    if not tasks:
+        raise ValueError(f"--tasks must name at least one of {', '.join(TASKS)}")
     check_each_once("tasks", tasks)
     for task in tasks:
         if task not in TASKS:
@@ -456,6 +464,8 @@ def parse_args(argv=None) -> tuple[DataConfig, list[str], list[str], str]:
         cfg = benchmark_config(args)
         check_tasks(tasks)
         check_families(families, tasks)
+        if args.sheet:
+            check_out_file("sheet", args.sheet, extensions=(".png",))
     except ValueError as error:
         parser.error(str(error))
     return cfg, tasks, families, args.sheet

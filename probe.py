@@ -22,7 +22,6 @@ At vilt-b32 size the probe trains a 12 x 768 ViT: a GPU's job.
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from batches import model_images, resize_images
-from checkpoint import write_json
+from checkpoint import check_out_file, write_json
 from config import add_flags, given_values
 from data import data_preset
 from model import MODEL_SIZES, ImageEncoder, init_weights, model_config
@@ -145,18 +144,17 @@ def parse_args(argv=None):
     for name in ("steps", "batch_size", "train_scenes", "eval_scenes", "eval_every"):
         if getattr(cfg, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        parser.error(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.lr <= 0:   # nan and inf are refused by config.parse_float
+        parser.error(f"--lr must be positive, got {cfg.lr}")
     if cfg.seed < 0:
         parser.error(f"--seed must be >= 0, got {cfg.seed}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
-        parser.error(f"--out {cfg.out!r}: its folder does not exist")
     if cfg.size not in MODEL_SIZES:
         parser.error(f"--size: unknown size {cfg.size!r}; choose one of {', '.join(MODEL_SIZES)}")
     scene_fields = {f.name for f in fields(SceneConfig)}
     preset = {k: v for k, v in data_preset(cfg.size).items() if k in scene_fields}
     scene_cfg = SceneConfig(**{**preset, **given_values(args, SceneConfig)})
     try:
+        check_out_file("out", cfg.out)
         check_device_flags(cfg.device, "fp32")          # the probe always trains in fp32
         scene_cfg.validate()
     except ValueError as error:

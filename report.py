@@ -10,13 +10,13 @@ never change them. As a program, it prints the table of runs finished in one or 
 import argparse
 import dataclasses
 import glob
-import json
 import math
 import os
 
 import torch
 
 from batches import fit_images, make_batch
+from checkpoint import read_json
 from data import TASKS, DataConfig
 from evaluate import DIRECTIONS
 from loader import RealDataConfig
@@ -130,11 +130,10 @@ def read_config(out_dir) -> dict:
     path = os.path.join(out_dir, "config.json")
     if not os.path.exists(path):
         raise SystemExit(f"error: {out_dir}: no config.json; is it a folder that train.py wrote?")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"error: {path}: not valid JSON ({error})") from None
+    config = read_json(path)
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise SystemExit(f"error: {path}: not a config.json that train.py wrote (no \"train\" settings)")
+    return config
 
 
 # A setting missing from an older config.json is a flag added since; the code before it behaved as the
@@ -182,8 +181,9 @@ def read_results(out_dirs):
         if not paths:
             raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")
         for path in paths:
-            with open(path) as f:
-                result = json.load(f)
+            result = read_json(path)
+            if not isinstance(result, dict):
+                raise SystemExit(f"error: {path}: not a run record that train.py wrote")
             if "task" not in result:   # pre-training runs have no test result
                 continue
             key = (result["task"], result["row"], result["seed"])
@@ -204,7 +204,7 @@ def draw_attention(teacher, student_result, task, bench, cfg, device, examples=3
     from train import new_model
     student = new_model("student", cfg, bench, device, student_result["checkpoint"])
     split = bench.splits[task]["test"]
-    index = torch.arange(examples, device=device)
+    index = torch.arange(min(examples, len(split)), device=device)   # --eval-examples may be fewer
     batch = fit_images(make_batch(split, index), student.config.image_size)
     raw = split.images[split.image_index[index, 0]].cpu().numpy()
     os.makedirs(os.path.join(cfg.out_dir, "attention"), exist_ok=True)

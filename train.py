@@ -148,6 +148,10 @@ def parse_args(argv=None):
         train_cfg = TrainConfig(**{**TRAIN_PRESETS[size], **real_data_preset(real_cfg), **train_given})
         check_train_config(train_cfg)
         data_cfg = DataConfig(**{**data_preset(size), **data_given}).validate()
+        tower_side = model_config(size).image_size
+        if not real_cfg.real and tower_side % data_cfg.image_size:   # nearest-neighbour resizing would drop pixels
+            raise ValueError(f"--image-size {data_cfg.image_size}: the {size} model reads {tower_side} px images, "
+                             f"not a whole multiple of it")
         if real_cfg.real and (train_cfg.families or train_cfg.curriculum_steps):
             raise ValueError("--families and --curriculum-steps are for the built-in benchmark; not with --data")
         if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):
@@ -193,8 +197,10 @@ def check_train_config(cfg: TrainConfig) -> None:
     except ValueError:
         raise ValueError(f"--attention-layers takes last, all or comma-separated integers, "
                          f"got {cfg.attention_layers!r}") from None
-    if not seeds or not rows:
-        raise ValueError("--seeds and --rows must each name at least one")
+    named = {"seeds": seeds, "rows": rows, "attention-layers": layers or cfg.attention_layers in ("last", "all")}
+    for flag, values in named.items():
+        if not values:   # e.g. --rows ","
+            raise ValueError(f"--{flag} must name at least one")
     check_each_once("rows", rows)
     check_each_once("seeds", seeds)
     if cfg.jobs > 1 and launched_processes() > 1:
@@ -335,9 +341,20 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
 def check_same_experiment(out_dir, config) -> None:
     """Runs are found by name, and a folder's table reads all of them: refuse, in one line, a folder that
     holds runs (finished or stopped) trained with settings that change results. Other seeds and rows may
-    join; a folder with no run yet (e.g. a start that failed on a data path) takes any settings."""
+    join; a folder with no run yet (e.g. a start that failed on a data path) takes any settings; one with
+    runs but no config.json only a teacher's (copied there for its students), and says so."""
     trained = [*glob.glob(os.path.join(out_dir, "runs", "*.json")), *glob.glob(os.path.join(out_dir, "checkpoints", "*.pt"))]
-    if not trained or not os.path.exists(os.path.join(out_dir, "config.json")):
+    if not trained:
+        return
+    if not os.path.exists(os.path.join(out_dir, "config.json")):
+        # A teacher's runs copied into a fresh folder teach students of other settings (EXPERIMENTS.md,
+        # section 3); students' runs of unknown settings would be mixed into the table.
+        if not all("-teacher-" in os.path.basename(path) for path in trained):
+            raise SystemExit(f"error: --out-dir {out_dir} holds runs or checkpoints but no config.json saying "
+                             f"which settings trained them, so they cannot be checked against these: restore "
+                             f"it, or use another --out-dir")
+        print(f"--out-dir {out_dir} holds a teacher's runs and no config.json: they are reused as they are, "
+              f"their settings unchecked", flush=True)
         return
     if differ := differing_flags(read_config(out_dir), config):
         raise SystemExit(f"error: --out-dir {out_dir} holds runs trained with other settings ({', '.join(differ)}), "

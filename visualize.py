@@ -72,34 +72,46 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
     return paths
 
 
-def main():
+def main(argv=None):
     from checkpoint import load_checkpoint, load_weights
     from batches import fit_images, make_batch
-    from data import DataConfig, build_benchmark
+    from data import TASKS, DataConfig, build_benchmark
     from model import DualEncoder, ModelConfig
     from teacher import FusionEncoder
+    from train import STUDENT_ROWS
 
     parser = argparse.ArgumentParser(description="Save teacher-vs-student attention heat maps as PNG.")
     parser.add_argument("--checkpoint-dir", default="runs/default/checkpoints")
-    parser.add_argument("--task", default="vqa")
-    parser.add_argument("--row", default="soft+attention", help="which student row to draw")
+    parser.add_argument("--task", default="vqa", choices=TASKS)
+    parser.add_argument("--row", default="soft+attention", choices=STUDENT_ROWS, help="which student row to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=4)
-    parser.add_argument("--out", default="attention")
-    args = parser.parse_args()
+    parser.add_argument("--out", default="attention", help="files are named {out}-{k}.png")
+    args = parser.parse_args(argv)
+    if args.examples < 1:
+        parser.error(f"--examples must be positive, got {args.examples}")
+    if os.path.exists(os.path.dirname(args.out) or ".") and not os.path.isdir(os.path.dirname(args.out) or "."):
+        parser.error(f"--out {args.out}: {os.path.dirname(args.out)} is a file, not a folder")
     path = lambda row: os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt")
     t_state, s_state = load_checkpoint(path("teacher")), load_checkpoint(path(args.row))
+    for key in ("data_config", "tokenizer"):   # one benchmark, one vocabulary: else the maps would not compare
+        if t_state.get(key) != s_state.get(key):
+            parser.error(f"{path('teacher')} and {path(args.row)} were trained with a different {key}")
     teacher = FusionEncoder(ModelConfig(**t_state["model_config"]))
     load_weights(teacher, path("teacher"), t_state)
     student = DualEncoder(ModelConfig(**s_state["model_config"]))
     load_weights(student, path(args.row), s_state)
     bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
     split = bench.splits[args.task]["test"]
+    if args.examples > len(split):
+        parser.error(f"--examples {args.examples}: the test split has {len(split)}")
     index = torch.arange(args.examples)
     batch = fit_images(make_batch(split, index), teacher.config.image_size)
     raw = split.images[split.image_index[index, 0]].numpy()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    print("\n".join(attention_figure(teacher, student, batch, args.task, bench.tokenizer, raw, args.out)))
+    paths = attention_figure(teacher, student, batch, args.task, bench.tokenizer, raw, args.out)
+    print("\n".join(paths))
+    return paths
 
 
 if __name__ == "__main__":

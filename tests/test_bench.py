@@ -25,6 +25,9 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--size", "huge"], "--size"), (["--dtype", "fp16"], "--dtype"), (["--device", "gpu"], "--device"), (["--device", "meta"], "--device"),
     (["--batch-size", "0"], "--batch-size"), (["--warmup", "-1"], "--warmup"),
+    (["--out", "/no/such/folder/b.json"], "--out /no/such/folder/b.json: the folder /no/such/folder does not exist"),
+    (["--out", "."], "--out .: is a folder"), (["--vocab-size", "3"], "--vocab-size must be above 5"),
+    (["--num-answers", "0"], "--num-answers must be positive"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     """Before any model is built: one line of argparse error naming the flag, never a trace from torch."""

@@ -56,6 +56,9 @@ def test_finished_runs_are_recorded_and_found(tmp_path):
     assert finished_run(str(tmp_path), "a")["accuracy"] == 50.0
     ckpt.unlink()   # a record whose checkpoint is gone does not count
     assert finished_run(str(tmp_path), "a") is None
+    (tmp_path / "runs" / "a.json").write_text("")   # a damaged record is one line naming it
+    with pytest.raises(SystemExit, match=r"runs/a.json: not valid JSON"):
+        finished_run(str(tmp_path), "a")
 
 
 def test_checkpoint_with_another_tokenizer_is_refused(tmp_path):

@@ -196,6 +196,22 @@ def test_cache_hit_returns_identical_data(bench, monkeypatch):
     assert not [f for f in os.listdir(bench.config.cache_dir) if f.endswith(".tmp")]
 
 
+def test_a_damaged_cache_entry_is_rendered_again(tmp_path, capsys):
+    """A cache is only a cache: an entry that cannot be read is rendered again (and said so), the same data."""
+    cfg = tiny(train_examples=48, eval_examples=24, cache_dir=str(tmp_path / "cache"))
+    first = build_benchmark(cfg, tasks=("vqa",), progress=False)
+    for path in (tmp_path / "cache").glob("vqa_val_*.pt"):
+        path.write_bytes(b"truncated")
+    again = build_benchmark(cfg, tasks=("vqa",), progress=False)
+    assert "the cached vqa val split" in capsys.readouterr().err
+    assert torch.equal(first.splits["vqa"]["val"].text_ids, again.splits["vqa"]["val"].text_ids)
+    build_benchmark(cfg, tasks=("vqa",), progress=False)   # written anew, so read without a word
+    assert "cannot be read" not in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="cache_dir=.*is a file, not a folder"):
+        tiny(cache_dir=str(tmp_path / "a-file")).validate()
+
+
 def test_train_examples_truncates_training_split_only(tmp_path):
     small = build_benchmark(tiny(train_examples=30, eval_examples=20), tasks=("vqa", "reasoning"), progress=False)
     large = build_benchmark(tiny(train_examples=60, eval_examples=20), tasks=("vqa", "reasoning"), progress=False)
@@ -228,7 +244,7 @@ def test_each_entailment_example_knows_whether_its_image_has_a_curtain(raw, benc
 
 def test_too_long_text_raises(bench):
     cfg = replace(bench.config, max_text_len=8)
-    with pytest.raises(ValueError, match="max_text_len=8"):
+    with pytest.raises(SystemExit, match="--max-text-len 8: a text needs"):
         build_benchmark(cfg, progress=False)
 
 
@@ -368,3 +384,8 @@ def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_p
     with pytest.raises(SystemExit):
         data.main()
     assert "leaves a task of --tasks entailment,vqa with no family" in capsys.readouterr().err
+    for sheet, error in ((tmp_path / "no" / "s.png", "the folder"), (tmp_path / "s.txt", "must end in .png")):
+        monkeypatch.setattr(sys, "argv", argv + ["--sheet", str(sheet)])   # refused before the build, not after
+        with pytest.raises(SystemExit):
+            data.main()
+        assert error in capsys.readouterr().err

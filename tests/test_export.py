@@ -199,3 +199,7 @@ def test_command_line(cfg, bench, tmp_path, capsys):
                                               "--list-format", "--cache-dir", "--workers"))
     with pytest.raises(SystemExit):
         export.main(["--format", "nlvr2", "--out", str(tmp_path / "y"), "--limit", "0"])
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        export.main(["--format", "nlvr2", "--out", str(tmp_path / "a-file"), *flags])
+    assert stop.value.code == 2 and "a-file: is a file, not a folder" in capsys.readouterr().err

@@ -62,6 +62,16 @@ def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_withou
     write_runs(tmp_path / "d", [])
     with pytest.raises(SystemExit, match="only pre-training"):
         report.main([str(tmp_path / "d")])
+    # damaged files: one line naming each
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text("")
+    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not valid JSON"):
+        report.main([str(tmp_path / "a")])
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text("[]")
+    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not a run record"):
+        report.main([str(tmp_path / "a")])
+    (tmp_path / "a" / "config.json").write_text("[]")
+    with pytest.raises(SystemExit, match=r"config.json: not a config.json that train.py wrote"):
+        report.main([str(tmp_path / "a")])
 
 
 def test_the_attention_table_averages_seeds_and_marks_what_is_missing():

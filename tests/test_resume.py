@@ -5,6 +5,7 @@ with; and several processes (torchrun's DDP, --jobs) agree with one, share the C
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,9 @@ def test_resuming_on_another_kind_of_device_is_one_clear_line(tmp_path):
 
 
 def test_a_folder_trained_with_other_settings_is_refused_in_one_clear_line(tmp_path):
-    """Finished runs are reused by name: a folder of other settings is refused (also with --resume false,
-    which would leave the other seeds' runs beside the new ones), other seeds are not."""
+    """Finished runs are reused by name: a folder of other settings, or of unknown ones (no config.json), is
+    refused (also with --resume false, which would leave the other seeds' runs beside the new ones), other
+    seeds are not."""
     run = tmp_path / "run"
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--eval-every", "2",
               "--progress", "false", "--speed", "false", "--out-dir", str(run), "--cache-dir", str(tmp_path / "cache")]
@@ -77,6 +79,27 @@ def test_a_folder_trained_with_other_settings_is_refused_in_one_clear_line(tmp_p
     (run / "config.json").write_text("{")
     with pytest.raises(SystemExit, match="config.json: not valid JSON"):
         train.main(common + ["--steps", "3"])
+    (run / "config.json").unlink()   # runs with nothing to say how they were trained are not reused unchecked
+    with pytest.raises(SystemExit, match="holds runs or checkpoints but no config.json"):
+        train.main(common + ["--steps", "3"])
+    assert not (run / "config.json").exists()
+
+
+def test_a_teachers_runs_copied_without_config_json_teach_students_of_other_settings(tmp_path, capsys):
+    """A teacher's finished runs and checkpoints, copied into a fresh folder, are reused (and that is said),
+    so its students may differ in settings the folder check would refuse."""
+    common = ["--size", "tiny", "--tasks", "entailment", "--pretrain-steps", "0", "--steps", "2", "--progress",
+              "false", "--speed", "false", "--attention-figures", "false", "--cache-dir", str(tmp_path / "cache")]
+    train.main(common + ["--rows", "teacher", "--out-dir", str(tmp_path / "teacher")])
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "teacher" / "runs", fresh / "runs")
+    shutil.copytree(tmp_path / "teacher" / "checkpoints", fresh / "checkpoints")
+    record = (fresh / "runs" / "entailment-teacher-seed0.json").read_bytes()
+    capsys.readouterr()
+    train.main(common + ["--rows", "teacher,attention", "--attention-layers", "all", "--out-dir", str(fresh)])
+    assert "holds a teacher's runs and no config.json" in capsys.readouterr().out
+    assert (fresh / "runs" / "entailment-teacher-seed0.json").read_bytes() == record   # not trained again
+    assert (fresh / "runs" / "entailment-attention-seed0.json").exists()
 
 
 def test_a_folder_with_no_run_yet_takes_other_settings(tmp_path):
@@ -275,6 +298,8 @@ def test_a_failed_seed_process_stops_the_others_and_names_its_log(tmp_path):
     (out / "checkpoints" / "entailment-dual-seed0-last.pt").write_bytes(b"not a checkpoint")
     argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "100000",
             "--log-every", "5", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    configs = [dataclasses.asdict(c) for c in train.parse_args(argv)]   # as the parent of --jobs writes it
+    (out / "config.json").write_text(json.dumps(dict(zip(("train", "data", "real_data"), configs))))
     with pytest.raises(SystemExit, match=r"seed 0 failed \(exit code 1\); its log: .*seed0\.log"):
         run_processes(train.seed_commands(argv, [0, 1], str(out)), 2, print)
     assert "seed0-last.pt" in (out / "logs" / "seed0.log").read_text()
@@ -336,7 +361,8 @@ def test_a_stop_while_the_benchmark_renders_is_one_line(program, signal_name, tm
     import signal
     import threading
     import time
-    argv = [sys.executable, program, "--size", "tiny", "--tasks", "reasoning", "--train-examples", "50000",
+    # 200,000 examples render for tens of seconds: a signal sent late on a loaded machine still lands in it
+    argv = [sys.executable, program, "--size", "tiny", "--tasks", "reasoning", "--train-examples", "200000",
             "--workers", "1", "--cache-dir", str(tmp_path / "cache")]
     if program == "train.py":
         argv += ["--rows", "dual", "--pretrain-steps", "0", "--progress", "false", "--out-dir", str(tmp_path / "run")]

@@ -129,12 +129,18 @@ def test_help_lists_every_field():
     (["--mlm-prob", "1.5"], "--mlm-prob"),
     (["--rows", "teacher,distilled"], "--rows: unknown row 'distilled'"),
     (["--rows", "pretrain+dual", "--pretrain-steps", "0"], "--pretrain-steps is 0"),
-    (["--rows", ""], "--rows must each name"),
+    (["--rows", ""], "--rows must name at least one"),
     (["--seeds", "zero"], "--seeds takes comma-separated integers, got 'zero'"),
     (["--attention-layers", "first"], "--attention-layers takes last, all"),
     (["--size", "tiny", "--attention-layers", "0,5"], "the tiny size has"),
     (["--size", "tiny", "--attention-layers", "1,-1"], "--attention-layers 1,-1: a layer is named twice"),
     (["--seeds", "0,1,0"], "--seeds 0,1,0: 0 is named twice"),
+    (["--attention-layers", ","], "--attention-layers must name at least one"),
+    (["--tasks", ""], "--tasks must name at least one"),
+    (["--lr", "nan"], "--lr: expected a finite number, got 'nan'"),
+    (["--soft-weight", "inf"], "--soft-weight: expected a finite number"),
+    (["--temperature", "two"], "--temperature: expected a number, got 'two'"),
+    (["--size", "tiny", "--image-size", "40"], "--image-size 40: the tiny model reads 32 px images"),
     (["--rows", "teacher,dual,teacher"], "--rows teacher,dual,teacher: teacher is named twice"),
     (["--tasks", "vqa, vqa"], "vqa is named twice"),
     (["--tasks", "reasoning", "--families", "A1_binding,A1_binding"], "A1_binding is named twice"),
@@ -144,6 +150,8 @@ def test_help_lists_every_field():
     (["--image-side", "-1"], "--image-side"),
     (["--train-limit", "-1"], "--train-limit"),
     (["--loader-workers", "-1"], "--loader-workers"),
+    (["--data-dir", "/tmp"], "--data-dir is for a data set you downloaded: give --data"),
+    (["--data", "nlvr2", "--data-dir", "/tmp", "--image-dir", "/tmp"], "--image-dir /tmp: only with --data snli-ve"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -246,13 +254,39 @@ def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_ima
     assert not all(names_left_image_first(t) for batch in texts[2:] for t in batch)
 
 
-@pytest.mark.parametrize("figures", ["true", "false"])
-def test_attention_figures_flag(figures, tmp_path):
+@pytest.mark.parametrize("figures, eval_examples, pictures", [("true", "96", 3), ("false", "96", 0), ("true", "2", 2)])
+def test_attention_figures_flag(figures, eval_examples, pictures, tmp_path):
+    """Three test examples are drawn, or as many as the test split has."""
     out = tmp_path / "run"
-    train.main(["--size", "tiny", "--tasks", "entailment", "--rows", "soft", "--pretrain-steps", "0", "--steps", "2",
-                "--attention-figures", figures, "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+    train.main(["--size", "tiny", "--tasks", "vqa", "--rows", "soft", "--pretrain-steps", "0", "--steps", "2",
+                "--attention-figures", figures, "--eval-examples", eval_examples, "--out-dir", str(out),
+                "--cache-dir", str(tmp_path / "cache"), "--progress", "false", "--speed", "false"])
+    assert len(list((out / "attention").glob("*.png"))) == pictures
+    assert (out / "results.md").exists()
+
+
+def test_visualize_draws_a_finished_student_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    """visualize.py on train.py's checkpoints: one PNG per example; a bad count, a teacher as the student,
+    or a student of another benchmark is one line from argparse (exit 2), not a stack trace."""
+    import visualize
+    out = tmp_path / "run"
+    train.main(["--size", "tiny", "--tasks", "vqa", "--rows", "teacher,soft", "--pretrain-steps", "0", "--steps", "2",
+                "--attention-figures", "false", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
                 "--progress", "false", "--speed", "false"])
-    assert len(list((out / "attention").glob("*.png"))) == (3 if figures == "true" else 0)
+    common = ["--checkpoint-dir", str(out / "checkpoints"), "--task", "vqa", "--out", str(tmp_path / "pics" / "a")]
+    paths = visualize.main(common + ["--row", "soft", "--examples", "2"])
+    assert sorted(os.path.basename(p) for p in paths) == ["a-0.png", "a-1.png"] and all(map(os.path.exists, paths))
+    student = out / "checkpoints" / "vqa-soft-seed0-best.pt"
+    for argv, message in [(["--row", "soft", "--examples", "0"], "--examples must be positive"),
+                          (["--row", "soft", "--examples", "100000"], "the test split has 96"),
+                          (["--row", "teacher"], "invalid choice: 'teacher'"),
+                          (["--row", "soft"], "were trained with a different data_config")]:
+        if "different" in message:   # the student's checkpoint now says it saw another benchmark
+            state = torch.load(student, weights_only=True)
+            torch.save({**state, "data_config": {**state["data_config"], "seed": 7}}, student)
+        with pytest.raises(SystemExit) as exit_info:
+            visualize.main(common + argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pretrain_every", [None, "2"])
