@@ -398,6 +398,10 @@ def main(argv=None):
         cfg = dataclasses.replace(cfg, resume=True)   # the loop below reads back the runs they finished
 
     bench = load_data(cfg, data_cfg, real_cfg, rt)
+    for task in tasks:   # said now, not when fine-tuning starts after a whole pre-training stage
+        if cfg.batch_size > (n := len(bench.splits[task]["train"])):
+            raise SystemExit(f"error: --batch-size {cfg.batch_size} is larger than the {task} training set "
+                             f"({n} examples)")
     if rt.main:
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
 

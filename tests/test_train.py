@@ -265,6 +265,14 @@ def test_attention_figures_flag(figures, eval_examples, pictures, tmp_path):
     assert (out / "results.md").exists()
 
 
+def test_a_batch_larger_than_a_training_set_is_refused_before_pre_training(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="--batch-size 5000 is larger than the vqa training set"):
+        train.main(["--size", "tiny", "--tasks", "vqa", "--rows", "teacher", "--pretrain-steps", "1", "--batch-size",
+                    "5000", "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--progress", "false"])
+    assert not (out / "checkpoints").exists()
+
+
 def test_visualize_draws_a_finished_student_and_refuses_bad_input_in_one_line(tmp_path, capsys):
     """visualize.py on train.py's checkpoints: one PNG per example; a bad count, a teacher as the student,
     or a student of another benchmark is one line from argparse (exit 2), not a stack trace."""
