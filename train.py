@@ -203,6 +203,11 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{flag} must name at least one")
     check_each_once("rows", rows)
     check_each_once("seeds", seeds)
+    for row in rows:
+        weights = row_weights(row, cfg)
+        if weights and not (weights.soft_label or weights.attention or weights.ground_truth):
+            raise ValueError(f"--rows {row}: every loss it trains on has weight 0 (--soft-weight, "
+                             f"--attention-weight, --gt-weight)")
     if cfg.jobs > 1 and launched_processes() > 1:
         raise ValueError(f"--jobs {cfg.jobs} starts its own processes, one per seed; not under torchrun")
     n_layer = model_config(cfg.size).n_layer
