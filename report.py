@@ -230,13 +230,18 @@ def parse_args(argv=None) -> list[str]:
     return parser.parse_args(argv).out_dirs
 
 
-def main(argv=None):
+def table_of(results, speedups=None) -> str:
+    """results_table over the tasks, rows (in train.py's order) and seeds that `results` holds."""
     from train import ROWS
-    results = read_results(parse_args(argv))
 
     def present(key, order):
         return [x for x in order if any(r[key] == x for r in results)]
-    table = results_table(results, present("task", TASKS), present("row", ROWS), sorted({r["seed"] for r in results}))
+    return results_table(results, present("task", TASKS), present("row", ROWS), sorted({r["seed"] for r in results}),
+                         speedups)
+
+
+def main(argv=None):
+    table = table_of(read_results(parse_args(argv)))
     print(table)
     return table
 

@@ -50,7 +50,7 @@ from model import DualEncoder, model_config
 from teacher import FusionEncoder, freeze
 from pretrain import ITMBatches, itm_validation_batches
 from trainer import fit
-from report import differing_flags, draw_attention, inference_speedups, read_config, results_table
+from report import differing_flags, draw_attention, inference_speedups, read_config, read_results, table_of
 
 STUDENT_ROWS = ("dual", "soft", "attention", "soft+attention", "pretrain+dual", "pretrain+soft+attention")
 ROWS = ("teacher",) + STUDENT_ROWS
@@ -441,11 +441,13 @@ def main(argv=None):
     if not rt.main:
         return results
     speedups = inference_speedups(cfg, bench, device) if cfg.speed else None
-    table = results_table(results, tasks, rows, seeds, speedups)
+    # The folder's table: it holds one configuration, whose other rows or seeds earlier commands may have trained.
+    folder_results = read_results([cfg.out_dir])
+    table = table_of(folder_results, speedups)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    results_md = f"# Results\n\nCommand: `{command}`  \nDevice: {device_name} x {world}\n\n{table}"
+    results_md = f"# Results\n\nLast command: `{command}`  \nDevice: {device_name} x {world}\n\n{table}"
     atomic_write(os.path.join(cfg.out_dir, "results.md"), lambda f: f.write(results_md.encode()))
-    write_json(os.path.join(cfg.out_dir, "results.json"), results)
+    write_json(os.path.join(cfg.out_dir, "results.json"), folder_results)
     print("\n" + table)
     return results
 

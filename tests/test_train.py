@@ -242,6 +242,19 @@ def test_rows_without_a_distilled_student_draw_no_attention(rows, tmp_path):
     assert "| teacher |" in (out / "results.md").read_text() and not (out / "attention").exists()
 
 
+def test_results_md_holds_every_run_the_folder_holds(tmp_path):
+    """Rows trained by a second command into the same folder join the first command's in its table."""
+    out = tmp_path / "run"
+    common = ["--size", "tiny", "--tasks", "vqa", "--pretrain-steps", "0", "--steps", "2", "--out-dir", str(out),
+              "--cache-dir", str(tmp_path / "cache"), "--progress", "false", "--speed", "false"]
+    train.main(common + ["--rows", "teacher,dual"])
+    second = train.main(common + ["--rows", "dual,soft", "--attention-figures", "false"])
+    assert [r["row"] for r in second] == ["dual", "soft"]   # what this command trained or read back
+    table = (out / "results.md").read_text()
+    assert all(f"| {row} |" in table for row in ("teacher", "dual", "soft"))
+    assert sorted(r["row"] for r in json.loads((out / "results.json").read_text())) == ["dual", "soft", "teacher"]
+
+
 def test_the_reasoning_curriculum_trains_first_on_statements_naming_the_left_image(tmp_path, monkeypatch):
     seen = []
     original = trainer.train_step
