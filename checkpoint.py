@@ -66,6 +66,8 @@ def check_out_file(flag, path, extensions=()) -> None:
     """A file a program writes when it ends (bench.py's and probe.py's --out, data.py's --sheet), checked
     when it starts, so that no work is lost to a bad path: ValueError naming the flag."""
     folder = os.path.dirname(os.path.abspath(path))
+    if not path or path.endswith(os.sep):
+        raise ValueError(f"--{flag} {path!r}: give a file's name")
     if os.path.isdir(path):
         raise ValueError(f"--{flag} {path}: is a folder; give a file's name")
     if not os.path.isdir(folder):
@@ -100,6 +102,8 @@ def finished_run(out_dir, name):
     if not os.path.exists(path):
         return None
     result = read_json(path)
+    if not isinstance(result, dict):
+        raise SystemExit(f"error: {path}: not a run record that train.py wrote")
     checkpoint = result.get("checkpoint")
     return result if checkpoint is None or os.path.exists(checkpoint) else None
 

@@ -286,9 +286,10 @@ def load_split(cfg: DataConfig, task: str, split: str, progress: bool = False) -
             with open(stem + ".json") as f:
                 texts = json.load(f)
             return RawSplit(images=np.load(stem + ".npy"), **texts, **torch.load(stem + ".pt", weights_only=True))
-        except Exception as error:   # damaged (a full disk, a hand edit): a cache can always be rebuilt
-            print(f"the cached {task} {split} split {stem}.* cannot be read ({type(error).__name__}); "
-                  f"rendering it again", file=sys.stderr, flush=True)
+        except Exception as error:   # damaged (a full disk, a hand edit), and torch.load's unpickler then
+            # raises errors of many kinds; a cache can always be rebuilt
+            print(f"the cached {task} {split} split {stem}.* cannot be read ({type(error).__name__}: "
+                  f"{str(error)[:120]}); rendering it again", file=sys.stderr, flush=True)
     raw = generate_split(cfg, task, split, progress)
     os.makedirs(cfg.cache_dir, exist_ok=True)
     atomic_write(stem + ".npy", lambda f: np.save(f, raw.images))

@@ -79,8 +79,10 @@ class RealDataConfig:
         for name in ("image_side", "train_limit", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.image_dir and (self.data != "snli-ve" or not os.path.isdir(self.image_dir)):
-            raise ValueError(f"--image-dir {self.image_dir}: only with --data snli-ve, and an existing folder")
+        if self.image_dir and self.data != "snli-ve":
+            raise ValueError(f"--image-dir {self.image_dir}: only with --data snli-ve")
+        if self.image_dir and not os.path.isdir(self.image_dir):
+            raise ValueError(f"--image-dir {self.image_dir}: no such folder")
         default = RealDataConfig()
         given = [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
         if not self.real and given:   # the built-in benchmark would silently ignore it

@@ -186,6 +186,8 @@ def read_results(out_dirs):
                 raise SystemExit(f"error: {path}: not a run record that train.py wrote")
             if "task" not in result:   # pre-training runs have no test result
                 continue
+            if missing := {"row", "seed", "accuracy"} - result.keys():
+                raise SystemExit(f"error: {path}: a run record without {', '.join(sorted(missing))}")
             key = (result["task"], result["row"], result["seed"])
             if key in found_in:
                 if result == found_in[key][1]:   # one run, its record copied (e.g. a teacher its students need)

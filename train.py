@@ -149,7 +149,7 @@ def parse_args(argv=None):
         check_train_config(train_cfg)
         data_cfg = DataConfig(**{**data_preset(size), **data_given}).validate()
         tower_side = model_config(size).image_size
-        if not real_cfg.real and tower_side % data_cfg.image_size:   # nearest-neighbour resizing would drop pixels
+        if not real_cfg.real and tower_side % data_cfg.image_size:   # else resizing drops or unevenly repeats pixels
             raise ValueError(f"--image-size {data_cfg.image_size}: the {size} model reads {tower_side} px images, "
                              f"not a whole multiple of it")
         if real_cfg.real and (train_cfg.families or train_cfg.curriculum_steps):
@@ -203,11 +203,11 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{flag} must name at least one")
     check_each_once("rows", rows)
     check_each_once("seeds", seeds)
-    for row in rows:
+    for row in rows:   # the soft row reads --soft-weight alone; soft+attention rows read all three
         weights = row_weights(row, cfg)
         if weights and not (weights.soft_label or weights.attention or weights.ground_truth):
-            raise ValueError(f"--rows {row}: every loss it trains on has weight 0 (--soft-weight, "
-                             f"--attention-weight, --gt-weight)")
+            flags = "--soft-weight is" if row == "soft" else "--soft-weight, --attention-weight and --gt-weight are"
+            raise ValueError(f"the row {row} (--rows) trains on no loss: {flags} 0")
     if cfg.jobs > 1 and launched_processes() > 1:
         raise ValueError(f"--jobs {cfg.jobs} starts its own processes, one per seed; not under torchrun")
     n_layer = model_config(cfg.size).n_layer
@@ -343,7 +343,7 @@ def load_data(cfg, data_cfg, real_cfg, rt: Runtime):
     return bench
 
 
-def check_same_experiment(out_dir, config) -> None:
+def check_same_experiment(out_dir, config, rank=0) -> None:
     """Runs are found by name, and a folder's table reads all of them: refuse, in one line, a folder that
     holds runs (finished or stopped) trained with settings that change results. Other seeds and rows may
     join; a folder with no run yet (e.g. a start that failed on a data path) takes any settings; one with
@@ -358,8 +358,9 @@ def check_same_experiment(out_dir, config) -> None:
             raise SystemExit(f"error: --out-dir {out_dir} holds runs or checkpoints but no config.json saying "
                              f"which settings trained them, so they cannot be checked against these: restore "
                              f"it, or use another --out-dir")
-        print(f"--out-dir {out_dir} holds a teacher's runs and no config.json: they are reused as they are, "
-              f"their settings unchecked", flush=True)
+        if rank == 0:
+            print(f"--out-dir {out_dir} holds a teacher's runs and no config.json: they are reused as they are, "
+                  f"their settings unchecked", flush=True)
         return
     if differ := differing_flags(read_config(out_dir), config):
         raise SystemExit(f"error: --out-dir {out_dir} holds runs trained with other settings ({', '.join(differ)}), "
@@ -385,7 +386,7 @@ def main(argv=None):
     command = "python " + " ".join([os.path.basename(sys.argv[0])] + argv)
     config = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data_cfg),
               "real_data": dataclasses.asdict(real_cfg), "command": command}
-    check_same_experiment(cfg.out_dir, config)
+    check_same_experiment(cfg.out_dir, config, rank)
     if rank == 0:
         prepare_out_dir(cfg.out_dir)
         write_json(os.path.join(cfg.out_dir, "config.json"), config)

@@ -141,8 +141,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
         if rt.world > 1:
             dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
         if not everywhere.item():
-            saved = (f"last good checkpoint: {last_path}" if os.path.exists(last_path) else
-                     "no checkpoint was saved yet (try a lower --lr or loss weight)")
+            saved = (f"last good checkpoint: {last_path}" if last_saved is not None or start > 1 else
+                     "this run saved no checkpoint yet (try a lower --lr or loss weight)")
             raise SystemExit(f"error: {name}: the loss became NaN or inf before step {step}; terms "
                              f"{ {k: v.item() for k, v in terms.items()} }; {saved}")
 

@@ -77,6 +77,7 @@ def main(argv=None):
     from batches import fit_images, make_batch
     from data import TASKS, DataConfig, build_benchmark
     from model import DualEncoder, ModelConfig
+    from report import MERGEABLE
     from teacher import FusionEncoder
     from train import STUDENT_ROWS
 
@@ -94,9 +95,10 @@ def main(argv=None):
         parser.error(f"--out {args.out}: {os.path.dirname(args.out)} is a file, not a folder")
     path = lambda row: os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt")
     t_state, s_state = load_checkpoint(path("teacher")), load_checkpoint(path(args.row))
-    for key in ("data_config", "tokenizer"):   # one benchmark, one vocabulary: else the maps would not compare
-        if t_state.get(key) != s_state.get(key):
-            parser.error(f"{path('teacher')} and {path(args.row)} were trained with a different {key}")
+    def benchmark(state):   # the settings that change what is learnt (not --cache-dir or --workers)
+        return {k: v for k, v in state["data_config"].items() if k not in MERGEABLE["data"]}, state.get("tokenizer")
+    if benchmark(t_state) != benchmark(s_state):   # one benchmark, one vocabulary: else the maps would not compare
+        parser.error(f"{path('teacher')} and {path(args.row)} were trained on different benchmarks or vocabularies")
     teacher = FusionEncoder(ModelConfig(**t_state["model_config"]))
     load_weights(teacher, path("teacher"), t_state)
     student = DualEncoder(ModelConfig(**s_state["model_config"]))

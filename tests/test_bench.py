@@ -26,7 +26,8 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
     (["--size", "huge"], "--size"), (["--dtype", "fp16"], "--dtype"), (["--device", "gpu"], "--device"), (["--device", "meta"], "--device"),
     (["--batch-size", "0"], "--batch-size"), (["--warmup", "-1"], "--warmup"),
     (["--out", "/no/such/folder/b.json"], "--out /no/such/folder/b.json: the folder /no/such/folder does not exist"),
-    (["--out", "."], "--out .: is a folder"), (["--vocab-size", "3"], "--vocab-size must be above 5"),
+    (["--out", "."], "--out .: is a folder"), (["--out", ""], "--out '': give a file's name"),
+    (["--out", "new/"], "--out 'new/': give a file's name"), (["--vocab-size", "3"], "--vocab-size must be above 5"),
     (["--num-answers", "0"], "--num-answers must be positive"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):

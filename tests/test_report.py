@@ -66,6 +66,9 @@ def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_withou
     (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text("")
     with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not valid JSON"):
         report.main([str(tmp_path / "a")])
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text('{"task": "vqa", "row": "dual"}')
+    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: a run record without accuracy, seed"):
+        report.main([str(tmp_path / "a")])
     (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text("[]")
     with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not a run record"):
         report.main([str(tmp_path / "a")])

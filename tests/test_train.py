@@ -135,9 +135,9 @@ def test_help_lists_every_field():
     (["--size", "tiny", "--attention-layers", "0,5"], "the tiny size has"),
     (["--size", "tiny", "--attention-layers", "1,-1"], "--attention-layers 1,-1: a layer is named twice"),
     (["--seeds", "0,1,0"], "--seeds 0,1,0: 0 is named twice"),
-    (["--rows", "soft", "--soft-weight", "0"], "--rows soft: every loss it trains on has weight 0"),
+    (["--rows", "soft", "--soft-weight", "0", "--gt-weight", "1"], "the row soft (--rows) trains on no loss: --soft-weight is 0"),
     (["--rows", "soft+attention", "--soft-weight", "0", "--attention-weight", "0"],
-     "--rows soft+attention: every loss it trains on"),
+     "the row soft+attention (--rows) trains on no loss: --soft-weight, --attention-weight and --gt-weight are 0"),
     (["--attention-layers", ","], "--attention-layers must name at least one"),
     (["--tasks", ""], "--tasks must name at least one"),
     (["--lr", "nan"], "--lr: expected a finite number, got 'nan'"),
@@ -155,6 +155,7 @@ def test_help_lists_every_field():
     (["--loader-workers", "-1"], "--loader-workers"),
     (["--data-dir", "/tmp"], "--data-dir is for a data set you downloaded: give --data"),
     (["--data", "nlvr2", "--data-dir", "/tmp", "--image-dir", "/tmp"], "--image-dir /tmp: only with --data snli-ve"),
+    (["--data", "snli-ve", "--data-dir", "/tmp", "--image-dir", "/no/such"], "--image-dir /no/such: no such folder"),
 ])
 def test_bad_flags_get_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -304,9 +305,11 @@ def test_visualize_draws_a_finished_student_and_refuses_bad_input_in_one_line(tm
     for argv, message in [(["--row", "soft", "--examples", "0"], "--examples must be positive"),
                           (["--row", "soft", "--examples", "100000"], "the test split has 96"),
                           (["--row", "teacher"], "invalid choice: 'teacher'"),
-                          (["--row", "soft"], "were trained with a different data_config")]:
+                          (["--row", "soft"], "were trained on different benchmarks")]:
         if "different" in message:   # the student's checkpoint now says it saw another benchmark
             state = torch.load(student, weights_only=True)
+            torch.save({**state, "data_config": {**state["data_config"], "cache_dir": "elsewhere"}}, student)
+            assert len(visualize.main(common + ["--row", "soft", "--examples", "1"])) == 1   # the same benchmark
             torch.save({**state, "data_config": {**state["data_config"], "seed": 7}}, student)
         with pytest.raises(SystemExit) as exit_info:
             visualize.main(common + argv)
