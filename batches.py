@@ -47,12 +47,17 @@ def fit_images(batch, image_size):
     return {**batch, "images": resize_images(batch["images"], image_size)}
 
 
+def check_batch_size(batch_size: int, n: int, split: str = "training set") -> None:
+    """A training batch is drawn without repeats from one epoch: it cannot be larger than the split."""
+    if batch_size > n:
+        raise SystemExit(f"error: --batch-size {batch_size} is larger than the {split} ({n} examples)")
+
+
 class EpochSampler:
     """Batches of indices: a fresh random order every epoch, drawn on the data's device."""
 
     def __init__(self, n, batch_size, seed, device):
-        if batch_size > n:
-            raise SystemExit(f"error: --batch-size {batch_size} is larger than the training set ({n} examples)")
+        check_batch_size(batch_size, n)
         self.n, self.batch_size = n, batch_size
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.order, self.position = torch.randperm(n, generator=self.generator, device=device), 0

@@ -96,14 +96,20 @@ def read_json(path):
         raise SystemExit(f"error: {path}: not valid JSON ({error}); a hand edit, or a full disk?") from None
 
 
+def read_run_record(path) -> dict:
+    """One runs/*.json record (train.py's record_run); one line naming it if it is not one."""
+    result = read_json(path)
+    if not isinstance(result, dict):
+        raise SystemExit(f"error: {path}: not a run record that train.py wrote")
+    return result
+
+
 def finished_run(out_dir, name):
     """The result of run `name` if an earlier invocation finished it, else None."""
     path = os.path.join(out_dir, "runs", f"{name}.json")
     if not os.path.exists(path):
         return None
-    result = read_json(path)
-    if not isinstance(result, dict):
-        raise SystemExit(f"error: {path}: not a run record that train.py wrote")
+    result = read_run_record(path)
     checkpoint = result.get("checkpoint")
     return result if checkpoint is None or os.path.exists(checkpoint) else None
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from batches import model_images
+from batches import check_batch_size, model_images
 from data import Tokenizer
 from metrics import build_answer_vocab
 from realdata import SPLITS, VQA_ANSWER_TYPES, DataError, add_soft_targets, load_image, read_split
@@ -195,8 +195,7 @@ class LoaderBatches:
     per_process = True
 
     def __init__(self, split: RealSplit, batch_size: int, seed: int, device, workers: int = 0, rank=0, world=1):
-        if batch_size > len(split):
-            raise SystemExit(f"error: --batch-size {batch_size} is larger than the training set ({len(split)} examples)")
+        check_batch_size(batch_size, len(split))
         self.split, self.batch_size, self.seed, self.device = split, batch_size, seed, device
         self.workers, self.rank, self.world = workers, rank, world
         self.epoch, self.position, self.skipped = 0, 0, 0   # what has been consumed

@@ -16,7 +16,7 @@ import os
 import torch
 
 from batches import fit_images, make_batch
-from checkpoint import read_json
+from checkpoint import read_json, read_run_record
 from data import TASKS, DataConfig
 from evaluate import DIRECTIONS
 from loader import RealDataConfig
@@ -181,9 +181,7 @@ def read_results(out_dirs):
         if not paths:
             raise SystemExit(f"error: {out_dir}: no finished runs (no {os.path.join(out_dir, 'runs', '*.json')})")
         for path in paths:
-            result = read_json(path)
-            if not isinstance(result, dict):
-                raise SystemExit(f"error: {path}: not a run record that train.py wrote")
+            result = read_run_record(path)
             if "task" not in result:   # pre-training runs have no test result
                 continue
             if missing := {"row", "seed", "accuracy"} - result.keys():

@@ -39,7 +39,7 @@ from runtime import (Runtime, allow_tf32, check_device_flags, interrupt_on_signa
 from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, prepare_out_dir, record_run,
                         write_json)
 from config import add_flags, check_each_once, given_values, split_list
-from batches import CurriculumBatches, TaskBatches, names_left_image_first
+from batches import CurriculumBatches, TaskBatches, check_batch_size, names_left_image_first
 from data import DataConfig, build_benchmark, check_tasks, data_preset, only_families
 from tasks import check_families
 from distill import DistillWeights
@@ -405,9 +405,7 @@ def main(argv=None):
 
     bench = load_data(cfg, data_cfg, real_cfg, rt)
     for task in tasks:   # said now, not when fine-tuning starts after a whole pre-training stage
-        if cfg.batch_size > (n := len(bench.splits[task]["train"])):
-            raise SystemExit(f"error: --batch-size {cfg.batch_size} is larger than the {task} training set "
-                             f"({n} examples)")
+        check_batch_size(cfg.batch_size, len(bench.splits[task]["train"]), f"{task} training set")
     if rt.main:
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
 

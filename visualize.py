@@ -91,8 +91,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.examples < 1:
         parser.error(f"--examples must be positive, got {args.examples}")
-    if os.path.exists(os.path.dirname(args.out) or ".") and not os.path.isdir(os.path.dirname(args.out) or "."):
-        parser.error(f"--out {args.out}: {os.path.dirname(args.out)} is a file, not a folder")
+    folder = os.path.dirname(args.out) or "."   # created below if missing
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        parser.error(f"--out {args.out}: {folder} is a file, not a folder")
     path = lambda row: os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt")
     t_state, s_state = load_checkpoint(path("teacher")), load_checkpoint(path(args.row))
     def benchmark(state):   # the settings that change what is learnt (not --cache-dir or --workers)
@@ -110,7 +111,7 @@ def main(argv=None):
     index = torch.arange(args.examples)
     batch = fit_images(make_batch(split, index), teacher.config.image_size)
     raw = split.images[split.image_index[index, 0]].numpy()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    os.makedirs(folder, exist_ok=True)
     paths = attention_figure(teacher, student, batch, args.task, bench.tokenizer, raw, args.out)
     print("\n".join(paths))
     return paths
