@@ -129,7 +129,7 @@ def prepare_out_dir(out_dir):
     """Create the run's folder and check that it is writable: one line of error, not a stack trace."""
     try:
         os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write-test")
+        probe = os.path.join(out_dir, f".write-test.{os.getpid()}")   # per process: seeds' processes start together
         with open(probe, "w"):
             pass
         os.remove(probe)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import finished_run, load_checkpoint, load_weights, record_run, save_checkpoint
+from checkpoint import finished_run, load_checkpoint, load_weights, prepare_out_dir, record_run, save_checkpoint
 from model import DualEncoder, model_config
 
 
@@ -86,3 +86,14 @@ def test_weights_from_another_version_of_the_code_are_one_line_naming_the_file(t
     assert "\n" not in str(error.value)
     save_checkpoint(path, model=teacher.state_dict())
     assert load_weights(FusionEncoder(model_config("tiny")), path)["model"].keys() == teacher.state_dict().keys()
+
+
+def test_the_write_check_leaves_another_process_s_probe_alone(tmp_path):
+    """Seeds' processes start together and each checks --out-dir is writable: a probe file shared by
+    name was removed under the other one, which then said it 'cannot write there' (a CI failure)."""
+    others = [tmp_path / ".write-test", tmp_path / f".write-test.{os.getpid() + 1}"]
+    for other in others:
+        other.write_text("another process's")
+    prepare_out_dir(str(tmp_path))
+    assert [other.read_text() for other in others] == ["another process's"] * 2
+    assert sorted(os.listdir(tmp_path)) == sorted(other.name for other in others)   # its own probe is gone
