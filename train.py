@@ -197,10 +197,11 @@ def check_train_config(cfg: TrainConfig) -> None:
     except ValueError:
         raise ValueError(f"--attention-layers takes last, all or comma-separated integers, "
                          f"got {cfg.attention_layers!r}") from None
-    named = {"seeds": seeds, "rows": rows, "attention-layers": layers or cfg.attention_layers in ("last", "all")}
-    for flag, values in named.items():
+    for flag, values in (("rows", rows), ("seeds", seeds)):
         if not values:   # e.g. --rows ","
             raise ValueError(f"--{flag} must name at least one")
+    if not layers and cfg.attention_layers not in ("last", "all"):
+        raise ValueError("--attention-layers must name at least one")
     check_each_once("rows", rows)
     check_each_once("seeds", seeds)
     for row in rows:   # the soft row reads --soft-weight alone; soft+attention rows read all three
@@ -218,6 +219,11 @@ def check_train_config(cfg: TrainConfig) -> None:
                          f"(negative numbers count from the last of the {n_layer})")
     check_families(split_list(cfg.families), split_list(cfg.tasks))
     check_device_flags(cfg.device, cfg.dtype)
+
+
+def left_image_first(train) -> torch.Tensor:
+    """bool [N]: the reasoning statements that name the left image first, the curriculum's first stage."""
+    return torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
 
 
 def attention_layers(cfg: TrainConfig, n_layer: int) -> tuple[int, ...]:
@@ -291,11 +297,8 @@ def finetune(row, task, seed, bench, cfg, rt: Runtime, init_from=None, teacher=N
     else:                             # the benchmark, resident on the device
         batches = TaskBatches(train, cfg.batch_size, seed, device, model.config.image_size)
         if task == "reasoning" and cfg.curriculum_steps:   # the direction words come later (EXPERIMENTS.md, section 2)
-            keep = torch.tensor([names_left_image_first(t) for t in train.texts], device=train.labels.device)
-            if (left_first := int(keep.sum())) < cfg.batch_size:
-                raise SystemExit(f"error: --curriculum-steps: only {left_first} training statements name the "
-                                 f"left image first, fewer than --batch-size {cfg.batch_size}")
-            first = TaskBatches(train.select(keep), cfg.batch_size, seed, device, model.config.image_size)
+            first = TaskBatches(train.select(left_image_first(train)), cfg.batch_size, seed, device,
+                                model.config.image_size)
             batches = CurriculumBatches(first, batches, cfg.curriculum_steps)
     weights = row_weights(row, cfg)
     best_path, best_val = fit(name, model, task, batches, lambda m: evaluate(m, val, task, cfg, rt),
@@ -406,6 +409,9 @@ def main(argv=None):
     bench = load_data(cfg, data_cfg, real_cfg, rt)
     for task in tasks:   # said now, not when fine-tuning starts after a whole pre-training stage
         check_batch_size(cfg.batch_size, len(bench.splits[task]["train"]), f"{task} training set")
+    if cfg.curriculum_steps:   # its first stage draws batches from part of the reasoning training set
+        check_batch_size(cfg.batch_size, int(left_image_first(bench.splits["reasoning"]["train"]).sum()),
+                         "curriculum's first stage (--curriculum-steps: the statements naming the left image first)")
     if rt.main:
         bench.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
 

@@ -367,3 +367,14 @@ def test_each_row_trains_with_the_loss_its_name_says():
     assert train.row_weights("soft+attention", cfg) == train.row_weights("pretrain+soft+attention", cfg) == dide
     mixed = train.TrainConfig(soft_weight=0.5, attention_weight=3.0, gt_weight=1.0)
     assert train.row_weights("soft+attention", mixed) == DistillWeights(soft_label=0.5, attention=3.0, ground_truth=1.0)
+
+
+def test_a_curriculum_stage_smaller_than_a_batch_is_refused_before_pre_training(tmp_path):
+    """A batch as large as the training set passes its own check; the curriculum's first stage holds
+    only the statements naming the left image first, about half of them."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"--batch-size 64 is larger than the curriculum's first stage"):
+        train.main(["--size", "tiny", "--tasks", "reasoning", "--rows", "teacher", "--pretrain-steps", "1",
+                    "--train-examples", "64", "--batch-size", "64", "--curriculum-steps", "2", "--out-dir", str(out),
+                    "--cache-dir", str(tmp_path / "cache"), "--progress", "false"])
+    assert not (out / "checkpoints").exists()
