@@ -56,9 +56,14 @@ def _decode(raw: bytes, where: str) -> str:
         raise DataError(f"{where}: not UTF-8 text (a binary file, or a download that failed?)") from e
 
 
-def _load_json(path: Path):
+def read_text(path) -> str:
+    """A UTF-8 text file, whole; DataError naming it where it cannot be read or is not text."""
     with _open(path) as f:
-        text = _decode(f.read(), str(path))
+        return _decode(f.read(), str(path))
+
+
+def _load_json(path: Path):
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

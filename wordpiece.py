@@ -8,6 +8,7 @@ has the same interface, so the rest of the program does not know which one it ho
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import unicodedata
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from checkpoint import atomic_write
-from realdata import DataError   # train.py prints it as one line; realdata does not import this file
+from realdata import DataError, read_text   # train.py prints it as one line; realdata does not import this file
 
 
 class WordPieceTokenizer:
@@ -39,13 +40,8 @@ class WordPieceTokenizer:
     @classmethod
     def load(cls, path) -> WordPieceTokenizer:
         """The vocabulary of a vocab.txt; a DataError naming the file where it is not one."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                tokens = [line.rstrip("\n") for line in f]
-        except OSError as e:
-            raise DataError(f"{path}: cannot read ({e.strerror})") from e
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a vocab.txt: not UTF-8 text (a binary file?)") from e
+        # one token a line, split as open() in text mode splits them (\n, \r\n or \r)
+        tokens = [line.rstrip("\n") for line in io.StringIO(read_text(path), newline=None)]
         try:
             return cls(tokens)
         except ValueError as e:   # no [PAD], [UNK], [CLS] or [SEP]: an empty file, or not BERT's
