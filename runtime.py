@@ -79,8 +79,13 @@ class Runtime:
             print(text)
 
     def barrier(self):
+        """Wait here until every process has come. Polled rather than blocking: Python runs a signal
+        handler only between bytecodes, so a process blocked in dist.barrier() (while rank 0 renders
+        the benchmark, say) would not hear Ctrl-C or SIGTERM until all the others arrived."""
         if self.world > 1:
-            dist.barrier()
+            arrived = dist.barrier(async_op=True)
+            while not arrived.is_completed():
+                time.sleep(0.01)
 
 
 def launched_processes() -> int:

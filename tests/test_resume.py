@@ -235,6 +235,53 @@ def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_o
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # the previous handlers are back
 
 
+WAIT_IN_A_BARRIER = """
+import os, sys, time
+import torch.distributed as dist
+from checkpoint import MetricsLog
+from runtime import Runtime, interrupt_on_signals
+rank, folder = int(sys.argv[1]), sys.argv[2]
+interrupt_on_signals()
+dist.init_process_group("gloo", init_method="file://" + os.path.join(folder, "store"), rank=rank, world_size=2)
+if rank == 1:                          # never comes to the barrier while rank 0 lives
+    while not os.path.exists(os.path.join(folder, "release")):
+        time.sleep(0.05)
+    os._exit(0)
+open(os.path.join(folder, "waiting"), "w").close()
+try:
+    Runtime("cpu", MetricsLog(None), rank=0, world=2).barrier()
+except KeyboardInterrupt:
+    print("interrupted in the barrier", flush=True)
+    os._exit(3)
+"""
+
+
+def test_a_process_waiting_in_a_barrier_hears_sigterm(tmp_path):
+    """Rank 1 never comes to the barrier (as while rank 0 renders the benchmark, the other way round):
+    SIGTERM must still stop rank 0 there, not only once every process has arrived."""
+    import signal
+    import time
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    ranks = [subprocess.Popen([sys.executable, "-c", WAIT_IN_A_BARRIER, str(rank), str(tmp_path)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "waiting").exists():
+            assert time.time() < deadline and ranks[0].poll() is None, ranks[0].communicate()[1][-2000:]
+            time.sleep(0.05)
+        time.sleep(0.5)                # rank 0 is inside the barrier now
+        ranks[0].send_signal(signal.SIGTERM)
+        stdout, stderr = ranks[0].communicate(timeout=60)
+        assert ranks[0].returncode == 3 and "interrupted in the barrier" in stdout, stderr[-2000:]
+    finally:
+        (tmp_path / "release").touch()
+        for process in ranks:
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.mark.parametrize("local_rank", ["0", "1"])
 def test_a_stop_signal_to_one_ddp_process_stops_both_at_the_same_step_and_saves(local_rank, tmp_path):
     """torchrun, 2 processes: SIGTERM reaches one of them only (rank 0, which saves, or rank 1). Both stop
