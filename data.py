@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from checkpoint import atomic_write, check_out_file
 from config import add_flags, check_each_once, given_values, split_list
-from runtime import interrupt_on_signals
+from runtime import interrupt_on_signals, raise_if_interrupted
 from scenes import Scene, SceneConfig, render_batch
 from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
                    vqa_group)
@@ -243,6 +243,7 @@ def generate_split(cfg: DataConfig, task: str, split: str, progress: bool = Fals
         parts = (pool.map if pool else map)(partial(generate_groups, cfg, task, split), chunks)
         for part_images, part_scenes, part_captions, part_swapped, part_rows in tqdm(
                 parts, total=len(chunks), desc=f"{task}/{split}", disable=not progress, leave=False):
+            raise_if_interrupted()
             rows += [(tuple(len(scenes) + i for i in k), *rest) for k, *rest in part_rows]
             images.append(part_images)
             scenes += part_scenes
@@ -402,6 +403,7 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
         bench.splits[t] = {}
     for s in SPLITS:
         raw = {t: load_split(cfg, t, s, progress) for t in tasks}
+        raise_if_interrupted()
         # One tensor holds every image of the split; each task's images are a view of it.
         images = torch.from_numpy(np.concatenate([raw[t].images for t in tasks]))  # uint8 [N_img, H, W, 3]
         start = 0

@@ -147,17 +147,35 @@ class StopRequest:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+class Interrupt:
+    """The handler of Ctrl-C and SIGTERM outside a training loop: raise KeyboardInterrupt, and remember
+    that a stop came. C code that clears every error it meets (numpy/numpy#20596 lists such places)
+    can lose the exception on its way; a long loop calls raise_if_interrupted() to raise it again."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        raise KeyboardInterrupt
 
 
-def interrupt_on_signals() -> None:
+def interrupt_on_signals() -> Interrupt:
     """For a program's __main__: Ctrl-C and SIGTERM raise KeyboardInterrupt, which __main__ turns into
     one line. Inside a training loop StopRequest takes over (finish the step, save); outside one (building
     the benchmark, testing a checkpoint) a stop then ends with that line, not a stack trace or, for
     SIGTERM, a silent death. Set explicitly, so that a program started in the background hears Ctrl-C too."""
+    handler = Interrupt()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, handler)
+    return handler
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt if a stop signal came to an Interrupt handler and its exception was lost."""
+    if any(isinstance(handler := signal.getsignal(sig), Interrupt) and handler.requested
+           for sig in (signal.SIGINT, signal.SIGTERM)):
+        raise KeyboardInterrupt
 
 
 def shared_cpu_environment(jobs: int) -> dict:
@@ -181,7 +199,8 @@ def run_processes(commands: dict, jobs: int, say) -> None:
     # the background inherits SIGINT ignored, and would never pass a Ctrl-C on.
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        interrupt = Interrupt()
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while waiting or running:
             while waiting and len(running) < jobs:

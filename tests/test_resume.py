@@ -398,6 +398,29 @@ def test_ctrl_c_or_sigterm_saves_and_exits_with_a_message(signal_name, tmp_path)
     assert state["step"] >= 5
 
 
+def test_a_stop_whose_exception_was_lost_is_raised_again_by_the_rendering_loop(tmp_path):
+    """A program's stop handler remembers the stop: should the KeyboardInterrupt it raised be cleared on
+    its way (as C code that clears every error can), the next chunk of the benchmark raises it again."""
+    import signal
+    from data import DataConfig, data_preset, generate_split
+    from runtime import interrupt_on_signals, raise_if_interrupted
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    cfg = DataConfig(**{**data_preset("tiny"), "train_examples": 200, "workers": 1})
+    try:
+        interrupt_on_signals()
+        raise_if_interrupted()               # no stop yet
+        assert len(generate_split(cfg, "reasoning", "train").labels) == 200
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass                             # lost
+        with pytest.raises(KeyboardInterrupt):
+            generate_split(cfg, "reasoning", "train")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("program", ["train.py", "data.py"])
 def test_a_stop_while_the_benchmark_renders_is_one_line(program, signal_name, tmp_path):
@@ -423,11 +446,14 @@ def test_a_stop_while_the_benchmark_renders_is_one_line(program, signal_name, tm
     while time.time() < deadline and not rendering():
         time.sleep(0.1)
     assert process.poll() is None, "the benchmark was built before the signal could be sent"
+    sent_at = b"".join(stderr).decode(errors="replace").split("\r")[-1]   # the progress bar when it was sent
     process.send_signal(getattr(signal, signal_name))
     process.wait(timeout=60)
     reader.join()
     err = b"".join(stderr).decode()
-    assert process.returncode == 1 and "Traceback" not in err, err[-2000:]
+    said = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "it/s" not in line and line.strip())
+    assert process.returncode == 1 and "Traceback" not in err, (
+        f"exit code {process.returncode}; signal sent at {sent_at!r}; stderr but progress bars:\n{said[-3000:]}")
     assert err.rstrip().splitlines()[-1].startswith("stopped;"), err[-2000:]
     assert not list(tmp_path.rglob("*.tmp"))
 
