@@ -82,9 +82,23 @@ def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
+RECORDED_FILES = ("checkpoint", "predictions")   # a run record's entries that name files of its folder
+
+
 def record_run(out_dir, name, result):
-    """Mark run `name` finished, with its result."""
+    """Mark run `name` finished, with its result. Its files are named from out_dir, so that the folder
+    can be moved, or named from another directory, and still read as finished."""
+    result = {key: os.path.relpath(value, out_dir) if key in RECORDED_FILES and value else value
+              for key, value in result.items()}
     write_json(os.path.join(out_dir, "runs", f"{name}.json"), result)
+
+
+def forget_run(out_dir, name, *checkpoints):
+    """A run of `name` starts from step 1: an earlier run's record and checkpoints go first, so that
+    if this one is stopped, the next invocation resumes it rather than taking it for finished."""
+    for path in (os.path.join(out_dir, "runs", f"{name}.json"), *checkpoints):
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def read_json(path):
@@ -97,10 +111,17 @@ def read_json(path):
 
 
 def read_run_record(path) -> dict:
-    """One runs/*.json record (train.py's record_run); one line naming it if it is not one."""
+    """One runs/*.json record (train.py's record_run), its files named as paths one can open; one line
+    naming it if it is not a record."""
     result = read_json(path)
     if not isinstance(result, dict):
         raise SystemExit(f"error: {path}: not a run record that train.py wrote")
+    out_dir = os.path.dirname(os.path.dirname(path))   # records live in {out_dir}/runs/
+    for key in RECORDED_FILES:
+        if isinstance(result.get(key), str):
+            inside = os.path.join(out_dir, result[key])
+            # older records named their files as --out-dir was spelt, from the directory train.py ran in
+            result[key] = inside if os.path.exists(inside) or not os.path.exists(result[key]) else result[key]
     return result
 
 

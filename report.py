@@ -16,7 +16,7 @@ import os
 import torch
 
 from batches import fit_images, make_batch
-from checkpoint import read_json, read_run_record
+from checkpoint import RECORDED_FILES, read_json, read_run_record
 from data import TASKS, DataConfig
 from evaluate import DIRECTIONS
 from loader import RealDataConfig
@@ -168,6 +168,13 @@ def differing_flags(config: dict, other: dict) -> list[str]:
                   if a.get((part, name)) != b.get((part, name)))
 
 
+def same_run(a, b) -> bool:
+    """Two records of one run: equal but for where its files are now (each names its own folder's copy)."""
+    def kept(result):
+        return {key: value for key, value in result.items() if key not in RECORDED_FILES}
+    return kept(a) == kept(b)
+
+
 def read_results(out_dirs):
     """The test results of every finished fine-tuning run (runs/*.json) under the given --out-dir folders,
     which must have been trained with the same settings (seeds and the like apart)."""
@@ -188,7 +195,7 @@ def read_results(out_dirs):
                 raise SystemExit(f"error: {path}: a run record without {', '.join(sorted(missing))}")
             key = (result["task"], result["row"], result["seed"])
             if key in found_in:
-                if result == found_in[key][1]:   # one run, its record copied (e.g. a teacher its students need)
+                if same_run(result, found_in[key][1]):   # one run, its record copied (e.g. a teacher its students need)
                     continue
                 raise SystemExit(f"error: run {result['run']} is in both {found_in[key][0]} and {out_dir}")
             found_in[key] = (out_dir, result)

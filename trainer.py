@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from checkpoint import load_weights, save_checkpoint
+from checkpoint import forget_run, load_weights, save_checkpoint
 from distill import dide_loss, ground_truth_loss
 from pretrain import masked_language_loss
 from runtime import Runtime, StopRequest, autocast_for, shard
@@ -120,6 +120,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         best_val, start = state["best_val"], state["step"] + 1
         rt.say(f"{name}: resuming at step {start} from {last_path}")
+    elif rt.main:   # from step 1 (--resume false, or nothing to resume): nothing of an earlier run may pass for this one's
+        forget_run(cfg.out_dir, name, best_path, last_path)
 
     last_saved = None
 

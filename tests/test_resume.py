@@ -182,6 +182,39 @@ def test_finished_runs_are_skipped_on_a_second_invocation(tmp_path, capsys):
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == log_lines   # nothing was retrained
 
 
+def test_a_stopped_run_started_with_resume_false_is_resumed_not_taken_for_the_finished_one(tmp_path):
+    """A finished run, then the same run started again with --resume false and stopped after 2 of 4
+    steps: the next plain invocation resumes that run (the old record is gone), not skips it as finished."""
+    argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "4",
+            "--eval-every", "4", "--log-every", "1", "--progress", "false", "--speed", "false",
+            "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    train.main(argv)
+    stop_after(2, argv + ["--resume", "false"])
+    assert not (tmp_path / "run" / "runs" / "entailment-dual-seed0.json").exists()
+    train.main(argv)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 1, 2, 3, 4]   # the first run, the stopped one, and its resumption
+
+
+def test_a_finished_folder_moved_and_named_from_elsewhere_is_not_trained_again(tmp_path, monkeypatch):
+    """Run records name their checkpoints from the run's folder: moved, and named by another relative
+    path from another directory, the folder's runs still read as finished."""
+    argv = ["--size", "tiny", "--tasks", "vqa", "--rows", "pretrain+dual", "--pretrain-steps", "2", "--steps", "2",
+            "--eval-every", "2", "--progress", "false", "--speed", "false", "--cache-dir", str(tmp_path / "cache")]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    first = train.main(argv + ["--out-dir", "run"])
+    lines = (tmp_path / "here" / "run" / "metrics.jsonl").read_text().count("\n")
+    shutil.move(tmp_path / "here" / "run", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    second = train.main(argv + ["--out-dir", "moved"])
+    assert (tmp_path / "moved" / "metrics.jsonl").read_text().count("\n") == lines   # nothing was retrained
+    assert first[0]["accuracy"] == second[0]["accuracy"]
+    assert Path(second[0]["checkpoint"]).resolve() == (tmp_path / "moved" / "checkpoints" /
+                                                        "vqa-pretrain+dual-seed0-best.pt")
+
+
 def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     argv = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "20",
             "--eval-every", "5", "--log-every", "5", "--progress", "false", "--speed", "false",
