@@ -191,6 +191,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 
             if step % eval_every == 0 or step == steps:
                 stop_if_not_finite(step, terms)
+                validating_since = time.perf_counter()
                 metrics = validate(model)
                 rt.write(kind="val", run=name, step=step, **metrics)
                 if rt.main:
@@ -206,7 +207,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
                     if rt.main:
                         save_checkpoint(best_path, model=model.state_dict(), step=step, val=metrics, **meta)
                 save_last(step)
-                tick = time.perf_counter()
+                tick += time.perf_counter() - validating_since   # the next record's speed counts training only
 
             if stop_requested(step, stop):
                 stop_if_not_finite(step, terms)

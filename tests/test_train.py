@@ -378,3 +378,27 @@ def test_a_curriculum_stage_smaller_than_a_batch_is_refused_before_pre_training(
                     "--train-examples", "64", "--batch-size", "64", "--curriculum-steps", "2", "--out-dir", str(out),
                     "--cache-dir", str(tmp_path / "cache"), "--progress", "false"])
     assert not (out / "checkpoints").exists()
+
+
+def test_the_speed_in_train_records_counts_training_steps_only(tmp_path, monkeypatch):
+    """On a clock where a training step takes 1 s and a validation 100 s, every train record says
+    1000 ms per step, also when validation (every 3 steps) falls between two records (every 2)."""
+    from types import SimpleNamespace
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    original_step, original_evaluate = trainer.train_step, train.evaluate
+
+    def timed(seconds, function):
+        def run(*args, **kwargs):
+            clock.now += seconds
+            return function(*args, **kwargs)
+        return run
+    monkeypatch.setattr(trainer, "train_step", timed(1.0, original_step))
+    monkeypatch.setattr(train, "evaluate", timed(100.0, original_evaluate))
+    train.main(["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--pretrain-steps", "0", "--steps", "8",
+                "--eval-every", "3", "--log-every", "2", "--batch-size", "8", "--progress", "false", "--speed", "false",
+                "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    speeds = {r["step"]: (r["ms_per_step"], r["samples_per_s"]) for r in records if r["kind"] == "train"}
+    assert sorted(speeds) == [2, 4, 6, 8]
+    assert all(speed == pytest.approx((1000.0, 8.0)) for speed in speeds.values()), speeds
