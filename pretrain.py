@@ -177,14 +177,23 @@ def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, m
     """A fixed list of ITM (and MLM) batches over a whole split (the same for every run). With
     MLM, each batch also holds the kind of each masked word (an index in WORD_KINDS, -1 where
     nothing is masked) and the binding probe: the own captions with every colour masked."""
-    stream = ITMBatches(captions, tokenizer, batch_size, seed, device, mlm_prob=mlm_prob)
+    generator = torch.Generator(device=device).manual_seed(seed)
     is_colour = vocabulary_table(tokenizer, COLOURS, device)            # (vocab,)
     kind_of = word_kind_table(tokenizer, device)                        # (vocab,)
-    batches, n = [], len(captions)
+    n = len(captions)
+    # drawn for the whole split at once, so the pairs and masks are the same at any --eval-batch-size
+    every_image = torch.arange(n, device=device)                        # (n,)
+    kind, other = _kinds_and_others(n, every_image, generator)          # (n,), (n,)
+    if mlm_prob > 0:
+        maskable = vocabulary_table(tokenizer, MASKABLE_WORDS, device)  # (vocab,)
+        mlm_text_ids, mlm_labels = mask_words(captions.text_ids, maskable, mlm_prob, generator)  # (n, L) each
+    batches = []
     for start in range(0, n, batch_size):
-        image_index = torch.arange(start, min(n, start + batch_size), device=device)
-        batch = stream.batch_of(image_index)
+        image_index = every_image[start: start + batch_size]            # (B,)
+        batch = itm_batch(captions, image_index, kind[image_index], other[image_index])
         if mlm_prob > 0:
+            batch["mlm_text_ids"], batch["mlm_labels"] = mlm_text_ids[image_index], mlm_labels[image_index]
+            batch["mlm_text_mask"] = captions.text_ids[image_index] != Tokenizer.PAD
             labels = batch["mlm_labels"]                                # (B, L), -100 where not masked
             batch["mlm_word_kind"] = torch.where(labels != -100, kind_of[labels.clamp(min=0)], -1)  # (B, L)
             batch["colour_probe_ids"], batch["colour_probe_labels"] = mask_every_colour(

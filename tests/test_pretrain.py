@@ -117,6 +117,22 @@ def test_mlm_batches_mask_each_images_own_caption():
     assert all(torch.equal(a["mlm_text_ids"], b["mlm_text_ids"]) for a, b in zip(fixed, again))
 
 
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_validation_pairs_and_masks_do_not_depend_on_the_eval_batch_size(batch_size):
+    # the ITM and MLM validation figures of two runs must be comparable whatever --eval-batch-size they used
+    captions = FakeCaptions()
+    keys = ("itm_kind", "labels", "text_ids", "mlm_text_ids", "mlm_labels", "mlm_text_mask")
+
+    def whole_split(size):
+        batches = itm_validation_batches(captions, FakeTokenizer(), size, "cpu", mlm_prob=0.3)
+        assert sum(len(b["labels"]) for b in batches) == len(captions)
+        return {key: torch.cat([b[key] for b in batches]) for key in keys}
+
+    reference, other = whole_split(16), whole_split(batch_size)
+    for key in keys:
+        assert torch.equal(reference[key], other[key]), key
+
+
 def test_teacher_mlm_scores_every_word_and_ignores_padding():
     torch.manual_seed(0)
     cfg = model_config("tiny", vocab_size=30, num_answers=5)
