@@ -152,8 +152,14 @@ def parse_args(argv=None):
         if not real_cfg.real and tower_side % data_cfg.image_size:   # else resizing drops or unevenly repeats pixels
             raise ValueError(f"--image-size {data_cfg.image_size}: the {size} model reads {tower_side} px images, "
                              f"not a whole multiple of it")
-        if real_cfg.real and (train_cfg.families or train_cfg.curriculum_steps):
-            raise ValueError("--families and --curriculum-steps are for the built-in benchmark; not with --data")
+        benchmark_flags = [f"--{name.replace('_', '-')}" for name in data_given if name != "max_text_len"]
+        if real_cfg.real and train_cfg.families:
+            benchmark_flags.append("--families")
+        if real_cfg.real and train_cfg.curriculum_steps:
+            benchmark_flags.append("--curriculum-steps")
+        if real_cfg.real and benchmark_flags:   # else they would be ignored without a word
+            raise ValueError(f"{', '.join(benchmark_flags)}: for the built-in benchmark, not with --data "
+                             f"(which reads --max-text-len of these; its images load with --loader-workers)")
         if real_cfg.real and (split_list(train_cfg.tasks) != [real_cfg.task] or train_cfg.pretrain_steps):
             raise ValueError(f"--data {real_cfg.data} is the {real_cfg.task} task alone, without image-caption "
                              f"pairs: use --tasks {real_cfg.task} --pretrain-steps 0 and no pretrain+ rows")

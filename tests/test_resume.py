@@ -106,13 +106,13 @@ def test_a_folder_with_no_run_yet_takes_other_settings(tmp_path):
     """A start that failed before training (here: a data path) leaves config.json but no run; fixing the
     flag and starting again is not refused."""
     common = ["--size", "tiny", "--tasks", "entailment", "--rows", "dual", "--steps", "2", "--progress", "false",
-              "--speed", "false", "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+              "--speed", "false", "--out-dir", str(tmp_path / "run")]
     data = ["--data", "snli-ve", "--pretrain-steps", "0"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="not found"):
         train.main(common + data + ["--data-dir", str(tmp_path / "empty")])
     assert (tmp_path / "run" / "config.json").exists()
-    train.main(common + ["--pretrain-steps", "0"])
+    train.main(common + ["--pretrain-steps", "0", "--cache-dir", str(tmp_path / "cache")])
 
 
 def test_config_without_a_later_flag_reads_as_the_code_before_it():

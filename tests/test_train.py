@@ -110,6 +110,8 @@ def test_help_lists_every_field():
     (["--steps", "100", "--curriculum-steps", "100"], "--curriculum-steps"),
     (["--tasks", "vqa", "--curriculum-steps", "10"], "--curriculum-steps"),
     (["--data", "nlvr2", "--data-dir", ".", "--curriculum-steps", "10"], "--curriculum-steps"),
+    (["--data", "nlvr2", "--data-dir", ".", "--cell-size", "8"], "--cell-size: for the built-in benchmark"),
+    (["--data", "vqav2", "--data-dir", ".", "--workers", "2"], "--loader-workers"),
     (["--device", "gpu"], "--device"),
     (["--dtype", "fp16"], "--dtype"),
     (["--steps", "0"], "--steps"),
@@ -191,6 +193,8 @@ def test_a_real_data_set_is_one_task_without_pre_training(tmp_path):
     cfg, _, real_cfg = train.parse_args(["--data", "nlvr2", "--data-dir", str(tmp_path)])
     assert real_cfg.task == "reasoning" and cfg.tasks == "reasoning" and cfg.pretrain_steps == 0
     assert "pretrain" not in cfg.rows and "soft+attention" in cfg.rows
+    _, data_cfg, _ = train.parse_args(["--data", "nlvr2", "--data-dir", str(tmp_path), "--max-text-len", "48"])
+    assert data_cfg.max_text_len == 48   # the one benchmark flag that --data reads
 
 
 def test_unwritable_out_dir_is_one_clear_line(tmp_path):
