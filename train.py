@@ -77,7 +77,7 @@ class TrainConfig:
     soft_weight: float = 1.0             # weight of the soft-label loss in distilled rows
     attention_weight: float = 1.0        # weight of the cross-modal attention loss in distilled rows
     gt_weight: float = 0.0               # weight of ground truth in the soft+attention rows (DiDE: 0)
-    temperature: float = 1.0             # soft-label temperature (DiDE: 1)
+    temperature: float = 1.0             # soft-label temperature, classification tasks only (DiDE: 1; VQA: BCE)
     attention_layers: str = "last"       # layers whose cross-modal attention is distilled: last (DiDE), all, or e.g. 2,3
     families: str = ""                   # benchmark: train and test only these question families, e.g. A4_count_control
     curriculum_steps: int = 0            # reasoning: the first N fine-tuning steps use only statements naming the left image first
@@ -210,6 +210,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError("--attention-layers must name at least one")
     check_each_once("rows", rows)
     check_each_once("seeds", seeds)
+    if any(not 0 <= seed < 2**32 for seed in seeds):   # what numpy and torch generators take
+        raise ValueError(f"--seeds takes integers in [0, 2**32), got {cfg.seeds!r}")
     for row in rows:   # the soft row reads --soft-weight alone; soft+attention rows read all three
         weights = row_weights(row, cfg)
         if weights and not (weights.soft_label or weights.attention or weights.ground_truth):

@@ -133,6 +133,8 @@ def test_help_lists_every_field():
     (["--rows", "pretrain+dual", "--pretrain-steps", "0"], "--pretrain-steps is 0"),
     (["--rows", ""], "--rows must name at least one"),
     (["--seeds", "zero"], "--seeds takes comma-separated integers, got 'zero'"),
+    (["--seeds", "0,99999999999999999999999"], "--seeds takes integers in [0, 2**32)"),
+    (["--seeds", "-1"], "--seeds takes integers in [0, 2**32)"),
     (["--attention-layers", "first"], "--attention-layers takes last, all"),
     (["--size", "tiny", "--attention-layers", "0,5"], "the tiny size has"),
     (["--size", "tiny", "--attention-layers", "1,-1"], "--attention-layers 1,-1: a layer is named twice"),
