@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from checkpoint import save_png
 from data import Benchmark, TaskSplit
 from programs import ENTAILMENT_LABELS
 
@@ -95,4 +96,4 @@ def contact_sheet(bench: Benchmark, path: str, per_task: int = 6, split: str = "
             text = f"{data.texts[i]} -> {label_name(bench, task, int(data.labels[i]))} [{family}]"
             draw.multiline_text((x + 2, y + side + 3), "\n".join(textwrap.wrap(text, tile_w // 7)),
                                 fill="black", font=font)
-    sheet.save(path)
+    save_png(path, sheet)

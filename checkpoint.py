@@ -22,10 +22,17 @@ def atomic_write(path, write) -> None:
     try:
         with open(temporary, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())   # on disk before the rename: a power cut cannot leave an empty file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):   # the write failed: leave no litter beside the old file
             os.remove(temporary)
+
+
+def save_png(path, image) -> None:
+    """A Pillow image as a PNG file, atomically."""
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_checkpoint(path, **state):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from checkpoint import atomic_write
 from metrics import build_answer_vocab, normalize_answer, soft_score  # noqa: F401 (build_answer_vocab: for callers)
 from programs import ENTAILMENT_LABELS
 
@@ -253,8 +254,8 @@ def write_vqa_results(path, question_ids, answers) -> None:
         raise ValueError(f"{len(question_ids)} question ids but {len(answers)} answers")
     if len(set(question_ids)) != len(question_ids):
         raise ValueError("question ids repeat; the server expects each exactly once")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump([{"question_id": q, "answer": a} for q, a in zip(question_ids, answers)], f)
+    results = [{"question_id": q, "answer": a} for q, a in zip(question_ids, answers)]
+    atomic_write(path, lambda f: f.write(json.dumps(results).encode()))
 
 
 # ------------------------------------------------------------------ NLVR2

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from checkpoint import save_png
 from distill import student_cross_modal_attention
 from teacher import teacher_cross_modal_attention
 
@@ -67,7 +68,7 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
                 if row == 0:
                     draw.text((left + 2, 4), word, fill="black")
         file = f"{path}-{b}.png"
-        canvas.save(file)
+        save_png(file, canvas)
         paths.append(file)
     return paths
 

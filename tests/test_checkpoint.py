@@ -18,6 +18,38 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     assert state["step"] == 4 and torch.equal(state["model"]["w"], torch.ones(3))
 
 
+def test_a_file_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """fsync, then rename: else a power cut after the rename can leave an empty file where the old one was."""
+    import checkpoint
+    calls = []
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: calls.append("fsync"))
+    real_replace = os.replace
+    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b)))
+    checkpoint.write_json(str(tmp_path / "x.json"), {"a": 1})
+    assert calls == ["fsync", "replace"]
+
+
+@pytest.mark.parametrize("writer", ["vqa predictions", "png"])
+def test_a_write_that_fails_leaves_the_old_file_whole(writer, tmp_path, monkeypatch):
+    """The VQA server's results file and the PNGs are written like checkpoints: a failure (here, at the
+    rename) leaves the file of the run before intact and no temporary file beside it."""
+    import checkpoint
+    from PIL import Image
+    from realdata import write_vqa_results
+    path = tmp_path / ("results.json" if writer == "vqa predictions" else "figure.png")
+    path.write_bytes(b"the earlier run's file")
+
+    def fail(a, b):
+        raise OSError("disk full")
+    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        if writer == "vqa predictions":
+            write_vqa_results(path, [1, 2], ["yes", "2"])
+        else:
+            checkpoint.save_png(path, Image.new("RGB", (4, 4)))
+    assert path.read_bytes() == b"the earlier run's file" and os.listdir(tmp_path) == [path.name]
+
+
 def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
     path = str(tmp_path / "x.pt")
     save_checkpoint(path, model=DualEncoder(model_config("tiny")).state_dict())
