@@ -1,4 +1,4 @@
-"""The built-in procedural benchmark: three tasks (tasks.py) on one scene grammar (scenes.py).
+"""The built-in procedural benchmark: three tasks (tasks.py, vqa_task.py) on one scene grammar (scenes.py).
 
 This file holds the configuration, the word-level tokenizer, generation with its cache,
 and the tensors of each split (`build_benchmark`); batches.py draws training batches from
@@ -48,8 +48,8 @@ from checkpoint import atomic_write, check_out_file
 from config import add_flags, check_each_once, given_values, split_list
 from runtime import interrupt_on_signals, raise_if_interrupted
 from scenes import Scene, SceneConfig, render_batch
-from tasks import (FAMILIES, IMAGE_PLAN, answer_vocabulary, check_families, entailment_group, reasoning_group,
-                   vqa_group)
+from tasks import FAMILIES, IMAGE_PLAN, TooFewScenes, check_families, entailment_group, reasoning_group
+from vqa_task import answer_vocabulary, vqa_group
 from templates import caption_clauses, caption_text, count_clause, lexicon, swapped_caption
 
 TASKS = ("reasoning", "entailment", "vqa")
@@ -88,7 +88,8 @@ class DataConfig:
     def validate(self) -> DataConfig:
         self.scene_config().validate()
         for name, ok, why in [
-            ("vqa_questions_per_image", self.vqa_questions_per_image >= 1, "must be >= 1"),
+            ("vqa_questions_per_image", 1 <= self.vqa_questions_per_image <= 16,   # VQA v2: about 5.4
+             "must be in 1..16: one scene has too few different questions for more"),
             ("vqa_noise", 0.0 <= self.vqa_noise < 1.0, "must be in [0, 1)"),
             ("train_examples", self.train_examples >= 1, "must be >= 1"),
             ("eval_examples", self.eval_examples >= 1, "must be >= 1"),
@@ -492,6 +493,8 @@ if __name__ == "__main__":
     interrupt_on_signals()
     try:
         main()
+    except TooFewScenes as error:   # scene flags that leave too little variety: which, not a stack trace
+        raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM: each split is cached whole or not at all
         raise SystemExit("\nstopped; the splits already cached stay cached, the others are rendered "
                          "next time.") from None

@@ -27,7 +27,7 @@ from data import SPLITS, DataConfig, add_benchmark_flags, benchmark_config, exam
 from metrics import normalize_answer
 from realdata import SPLITS as OFFICIAL_SPLITS
 from programs import ENTAILMENT_LABELS
-from tasks import answer_vocabulary
+from vqa_task import answer_vocabulary
 
 FORMATS = tuple(OFFICIAL_SPLITS)                      # vqav2, nlvr2, snli-ve: what realdata.py reads
 # our split -> the official file it becomes: as realdata.SPLITS reads them back, except that our

@@ -9,7 +9,7 @@ programs.entailment_label), never string logic.
 
 - task A, reasoning  (NLVR2-like):   two images + statement -> true / false
 - task B, entailment (SNLI-VE-like): image + hypothesis -> entailment / neutral / contradiction
-- task C, vqa        (VQA v2-like):  image + question -> answer, ten synthetic annotators
+- task C, vqa        (VQA v2-like):  image + question -> answer, ten synthetic annotators (vqa_task.py)
 
 The words of every text (noun phrases, numbers, relations) and the captions of the
 pre-training stage are in templates.py, read it first; data.py turns the groups into cached
@@ -24,8 +24,7 @@ import numpy as np
 
 from config import check_each_once
 from programs import ENTAILMENT_LABELS, IllPosed, entailment_label, execute, holds
-from scenes import (ATTRIBUTE_SETS, ATTRIBUTES, OPPOSITE, RELATIONS, SHAPES, SIZES, Description, Scene,
-                    SceneConfig, describe, sample_scene)
+from scenes import ATTRIBUTE_SETS, ATTRIBUTES, OPPOSITE, RELATIONS, Description, Scene, describe, sample_scene
 from templates import NUMBER_WORDS, REL_TEXT, choice, counted, noun
 
 if TYPE_CHECKING:   # type hints only: data.py imports this file
@@ -39,9 +38,13 @@ FAMILIES = {
     "vqa": ("C1_exist_control", "C2_count_control", "C3_exist_binding", "C4_query_binding",
             "C5_query_relation", "C6_count_relation", "C7_exist_relation"),
 }
-ANNOTATORS = 10                       # answers per VQA question, as in VQA v2
 TRIES = 40                            # proposals per example before a scene is resampled
 ATTEMPTS = 30                         # scenes per group with the planned labels (then VQA takes any count)
+
+
+class TooFewScenes(ValueError):
+    """No scene of the grammar gave a group its planned labels: the scene flags leave too little variety
+    (a setting to change, not a bug). Its message names the flags."""
 
 
 def check_families(families: list[str], tasks: list[str]) -> None:
@@ -70,7 +73,7 @@ class NoCandidate(Exception):
     """This scene cannot give the planned label: sample another scene."""
 
 
-def _first(propose, accept, tries: int = TRIES):
+def first_accepted(propose, accept, tries: int = TRIES):
     """The first proposal that is not None and is accepted, or None after `tries`."""
     try:
         for _ in range(tries):
@@ -82,7 +85,7 @@ def _first(propose, accept, tries: int = TRIES):
     return None
 
 
-def _attrs(rng: np.random.Generator, sizes=(2, 2, 3)) -> tuple[str, ...]:
+def some_attributes(rng: np.random.Generator, sizes=(2, 2, 3)) -> tuple[str, ...]:
     """A random set of attribute names (how many: drawn from `sizes`), in noun order."""
     return choice(rng, ATTRIBUTE_SETS_OF_SIZE[choice(rng, sizes)])
 
@@ -90,7 +93,7 @@ def _attrs(rng: np.random.Generator, sizes=(2, 2, 3)) -> tuple[str, ...]:
 ATTRIBUTE_SETS_OF_SIZE = {k: [s for s in ATTRIBUTE_SETS if len(s) == k] for k in (1, 2, 3)}
 
 
-def _reference(rng: np.random.Generator, expressions) -> Description | None:
+def referring_expression(rng: np.random.Generator, expressions) -> Description | None:
     """One of an object's (binding, plain) referring expressions (Scene.references): a
     binding one, when the scene has one, 80% of the time, which forces binding."""
     binding, plain = expressions
@@ -151,20 +154,20 @@ def propose_statement(rng: np.random.Generator, family: int, pair: tuple[Scene, 
     o = choice(rng, objects)
     where = ("left", "right")[i]
     if family == 0:   # A1: "the left image contains a large red circle ."
-        return Statement(family, "exist", where, describe(o, _attrs(rng, (2, 3))))
+        return Statement(family, "exist", where, describe(o, some_attributes(rng, (2, 3))))
     if family in (1, 2):  # A2 / A3: a relation, or (A3) a binding, in one or both images
         if family == 2:
             where = choice(rng, ("both", "exactly_one"))
             if rng.random() < 0.5:
-                return Statement(family, "exist", where, describe(o, _attrs(rng, (1, 2, 2))))
+                return Statement(family, "exist", where, describe(o, some_attributes(rng, (1, 2, 2))))
         b = choice(rng, [x for x in objects if x is not o])
         rel = choice(rng, [r for r in RELATIONS if holds(r, o, b)])
         sizes = (1, 2) if family == 2 else (1, 2, 2)
-        return Statement(family, "relation", where, describe(o, _attrs(rng, sizes)), rel,
-                         describe(b, _attrs(rng, sizes)))
+        return Statement(family, "relation", where, describe(o, some_attributes(rng, sizes)), rel,
+                         describe(b, some_attributes(rng, sizes)))
     if family == 3:   # A4: "the left image has more circles than the right image ."
         return Statement(family, "more", where, describe(o, (choice(rng, ("colour", "shape")),)))
-    d = describe(o, _attrs(rng, (2,)))  # A5: counts of a bound description
+    d = describe(o, some_attributes(rng, (2,)))  # A5: counts of a bound description
     if rng.random() < 0.5:
         return Statement(family, "more", where, d)
     return Statement(family, "exactly", where, d, n=sum(d.matches(x) for x in objects))
@@ -200,18 +203,19 @@ def reasoning_group(rng: np.random.Generator, g: int, cfg: DataConfig):
     for _ in range(ATTEMPTS):
         a = (sample_scene(rng, sc), sample_scene(rng, sc))
         b = (sample_scene(rng, sc), sample_scene(rng, sc))
-        s = _first(lambda: propose_statement(rng, family, a),
+        s = first_accepted(lambda: propose_statement(rng, family, a),
                    lambda x: x.true_on(a) and not x.true_on(b))
         if s is None:
             continue
         edits = [x for x in perturbations(rng, s, a) if not x.true_on(a)]
-        t = _first(lambda: propose_statement(rng, family, b),
+        t = first_accepted(lambda: propose_statement(rng, family, b),
                    lambda x: x.true_on(b) and x.text() != s.text())
         if edits and t is not None:
             s_edit = choice(rng, edits)
             examples = [((0, 1), s, 1), ((0, 1), s_edit, 0), ((2, 3), s, 0), ((2, 3), t, 1)]
             return [*a, *b], [(k, x.text(), y, family, None) for k, x, y in examples]
-    raise RuntimeError(f"reasoning group {g}: no statement found")
+    raise TooFewScenes(f"reasoning group {g}: no two scene pairs in {ATTEMPTS} draws took a statement true "
+                       f"of one and false of the other; allow more objects or colours (--max-objects, --num-colours)")
 
 
 # ------------------------------------------------------------ task B: visual entailment
@@ -259,9 +263,9 @@ def hypothesis_skeleton(rng: np.random.Generator, family: int, curtain: bool, ta
     before the values are searched for the planned label, so that the skeleton (how many
     attributes, which bound) does not give the label away."""
     if family in (0, 1, 4):
-        return {"attrs": _attrs(rng, (2, 3))}
+        return {"attrs": some_attributes(rng, (2, 3))}
     if family == 2:  # "every <attrs> is <predicate>"
-        attrs = _attrs(rng, (1, 1, 2))
+        attrs = some_attributes(rng, (1, 1, 2))
         return {"attrs": attrs, "predicate": choice(rng, [a for a in ATTRIBUTES if a not in attrs])}
     if family == 3:  # the bounds that can take the planned label (see possible_values)
         if curtain and target == "E":    # only "at least n" can be sure of hidden cells
@@ -270,7 +274,7 @@ def hypothesis_skeleton(rng: np.random.Generator, family: int, curtain: bool, ta
             bounds = BOUNDS[2:]
         else:
             bounds = BOUNDS
-        return {"attrs": _attrs(rng, (1,)), "bound": choice(rng, bounds)}
+        return {"attrs": some_attributes(rng, (1,)), "bound": choice(rng, bounds)}
     return {}
 
 
@@ -295,7 +299,7 @@ def propose_hypothesis(rng: np.random.Generator, family: int, scene: Scene, skel
             (op, ("count", ("filter", d, ("scene",))), n)
     rel = choice(rng, RELATIONS)
     if family == 4:   # "a red circle is left of a blue square ."
-        d1, d2 = _some_description(rng, scene, skeleton["attrs"]), _some_description(rng, scene, _attrs(rng))
+        d1, d2 = _some_description(rng, scene, skeleton["attrs"]), _some_description(rng, scene, some_attributes(rng))
         return f"a {noun(d1)} is {REL_TEXT[rel]} a {noun(d2)} .", \
             ("exist", ("filter", d1, ("relate", rel, ("filter", d2, ("scene",)))))
     d1, d2 = _definite(rng, scene), _definite(rng, scene)  # B6
@@ -311,13 +315,13 @@ def _definite(rng: np.random.Generator, scene: Scene) -> Description | None:
     may be behind the curtain: the label then depends on where the curtain is)."""
     visible = scene.visible_objects
     if scene.curtain is not None and rng.random() < 0.5:
-        attrs = _attrs(rng, (2, 3))
+        attrs = some_attributes(rng, (2, 3))
         if scene.hidden_objects and rng.random() < 0.7:
             d = describe(choice(rng, scene.hidden_objects), attrs)
         else:  # a mix of values seen in the scene
             d = Description(**{a: getattr(choice(rng, scene.objects), a) for a in attrs})
         return None if any(d.matches(o) for o in visible) else d
-    return _reference(rng, scene.visible_references[choice(rng, visible)]) if visible else None
+    return referring_expression(rng, scene.visible_references[choice(rng, visible)]) if visible else None
 
 
 def entailment_group(rng: np.random.Generator, g: int, cfg: DataConfig):
@@ -336,171 +340,12 @@ def entailment_group(rng: np.random.Generator, g: int, cfg: DataConfig):
                     return h and (*h, entailment_label(h[1], scene, sc))
                 except IllPosed:
                     return None
-            h = _first(propose, lambda h: h[2][0].upper() == target and h[0] not in [c[1] for c in chosen])
+            h = first_accepted(propose, lambda h: h[2][0].upper() == target and h[0] not in [c[1] for c in chosen])
             if h is None:
                 break
             chosen.append((family, *h))
         else:
             return [scene], [((0,), text, ENTAILMENT_LABELS.index(label), family, None)
                              for family, text, _, label in chosen]
-    raise RuntimeError(f"entailment group {g}: no hypotheses found")
-
-
-# --------------------------------------------------------------------------- task C: VQA
-
-def answer_vocabulary(cfg: DataConfig) -> list[str]:
-    return ["yes", "no", *map(str, range(cfg.max_objects + 1)), *cfg.scene_config().colours,
-            *SHAPES, *SIZES]
-
-
-QUERY_ATTRS = ("colour", "shape", "size")
-COUNT_TARGETS = {1: 4, 5: 4}  # C2 and C6 answer 0..3, each equally often
-
-
-def vqa_target(family: int, k: int) -> str | None:
-    """The planned answer of the k-th question of a family (None: any answer)."""
-    if family in (0, 2, 6):
-        return ("yes", "no")[k % 2]
-    if family in COUNT_TARGETS:
-        return str(k % COUNT_TARGETS[family])
-    return None  # C4 / C5 query an attribute; answers are balanced by symmetry
-
-
-def propose_question(rng: np.random.Generator, family: int, skeleton: dict, target: str | None,
-                     scene: Scene, colours):
-    """(text, program) of a question of `family` (0..6 for C1..C7). The skeleton, drawn
-    once per question, fixes the attribute C4 / C5 ask for and the attributes C3 names
-    (so that they do not depend on the planned answer); target: the planned answer."""
-    objects = scene.objects
-    o = choice(rng, objects)
-    if family in (0, 1):  # the controls: pick among the values that give the planned answer
-        if family == 0 or skeleton["count"] == "colour":  # C1: "is there a red object ?"
-            values = [Description(colour=c) for c in colours]
-        else:             # C2: "how many circles are there ?" / "how many red objects ..."
-            values = [Description(shape=s) for s in SHAPES]
-        values = [d for d in values if target is None
-                  or _answer(sum(d.matches(x) for x in objects) > 0 if family == 0
-                             else sum(d.matches(x) for x in objects)) == target]
-        if not values:
-            raise NoCandidate
-        d = choice(rng, values)
-        if family == 0:
-            return f"is there a {noun(d)} ?", ("exist", ("filter", d, ("scene",)))
-        return f"how many {noun(d, True)} are there ?", ("count", ("filter", d, ("scene",)))
-    if family == 2:   # C3: "is there a large red circle ?"; a "no" still names present values
-        attrs = skeleton["attrs"]
-        d = describe(o, attrs) if rng.random() < 0.5 else \
-            Description(**{a: getattr(choice(rng, objects), a) for a in attrs})
-        return f"is there a {noun(d)} ?", ("exist", ("filter", d, ("scene",)))
-    if family == 3:   # C4: "what colour is the large circle ?" (a binding reference if any)
-        attr = skeleton["query"]
-        named = [a for a in ATTRIBUTES if a != attr]
-        binding, plain = [], []  # unique descriptions of objects by the two other attributes
-        for x in objects:
-            d = describe(x, named)
-            if d in scene.references[x][0]:
-                binding.append(d)
-            elif d in scene.references[x][1]:
-                plain.append(d)
-        if not binding and not plain:
-            raise NoCandidate
-        d = choice(rng, binding if binding and (rng.random() < 0.8 or not plain) else plain)
-        return f"what {attr} is the {noun(d)} ?", ("query", attr, ("unique", ("filter", d, ("scene",))))
-    if family == 5:   # C6: "how many circles are above the blue triangle ?"
-        # Enumerated: every (reference object, relation, description) with the planned
-        # count, where the relation leaves out some matching object (else it is redundant).
-        kind, options = skeleton["count"], []
-        descriptions = [Description(**{kind: v}) for v in sorted({getattr(x, kind) for x in objects})] \
-            if kind != "object" else [Description()]
-        for r in objects:
-            for rel in RELATIONS if any(scene.references[r]) else ():
-                for d in descriptions:
-                    matching = [x for x in objects if x is not r and d.matches(x)]
-                    n = sum(holds(rel, x, r) for x in matching)
-                    if n < len(matching) and (target is None or str(n) == target):
-                        options.append((r, rel, d))
-        if not options:
-            raise NoCandidate
-        r, rel, d = choice(rng, options)
-        ref = _reference(rng, scene.references[r])
-        return f"how many {noun(d, True)} are {REL_TEXT[rel]} the {noun(ref)} ?", \
-            ("count", ("filter", d, ("relate", rel, ("unique", ("filter", ref, ("scene",))))))
-    # C5 and C7 relate to a reference object o: "... left of the red square ?"
-    ref, rel = _reference(rng, scene.references[o]), choice(rng, RELATIONS)
-    if ref is None:
-        return None
-    anchor, where = ("unique", ("filter", ref, ("scene",))), f"{REL_TEXT[rel]} the {noun(ref)}"
-    if family == 4:   # C5: "what shape is the circle left of the red square ?"
-        attr, related = skeleton["query"], [x for x in objects if holds(rel, x, o)]
-        if not related:
-            return None
-        t = choice(rng, related)
-        # The target's description must pick it out among the related objects but not
-        # among all objects, or the relation would be redundant (CLEVR's degenerate check).
-        options = [d for d in (describe(t, s) for s in ((), ("size",), ("colour",), ("shape",)) if attr not in s)
-                   if sum(d.matches(x) for x in related) == 1 and sum(d.matches(x) for x in objects) >= 2]
-        if not options:
-            return None
-        d = choice(rng, options)
-        return f"what {attr} is the {noun(d)} {where} ?", \
-            ("query", attr, ("unique", ("filter", d, ("relate", rel, anchor))))
-    # C7: "is there a yellow object below the small square ?"; described after another
-    # object, so such an object exists: only the relation decides.
-    d = describe(choice(rng, [x for x in objects if x is not o]), _attrs(rng, (1, 1, 2)))
-    return f"is there a {noun(d)} {where} ?", ("exist", ("filter", d, ("relate", rel, anchor)))
-
-
-def _answer(value) -> str:
-    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
-
-
-def annotate(rng: np.random.Generator, answer: str, scene: Scene, sc: SceneConfig, noise: float) -> list[str]:
-    """Ten synthetic annotators: right with probability 1 - noise, otherwise a plausible
-    wrong answer of the same type (count +-1, another colour of the scene, the other size)."""
-    if answer in ("yes", "no"):
-        wrong = ["no" if answer == "yes" else "yes"]
-    elif answer.isdigit():
-        wrong = [str(n) for n in (int(answer) - 1, int(answer) + 1) if 0 <= n <= sc.max_objects]
-    else:
-        attr = "colour" if answer in sc.colours else "shape" if answer in SHAPES else "size"
-        present = sorted({getattr(o, attr) for o in scene.objects} - {answer})
-        pool = {"colour": sc.colours, "shape": SHAPES, "size": SIZES}[attr]
-        wrong = present or [v for v in pool if v != answer]
-    return [answer if u >= noise else wrong[int(v * len(wrong))] for u, v in rng.random((ANNOTATORS, 2)).tolist()]
-
-
-def vqa_group(rng: np.random.Generator, g: int, cfg: DataConfig):
-    """One image, vqa_questions_per_image questions. Families take turns; yes/no and count
-    families cycle through planned answers. Each question's skeleton is drawn first, then
-    scenes and attribute values are drawn until every question has its planned answer."""
-    sc, per, answers = cfg.scene_config(), cfg.vqa_questions_per_image, answer_vocabulary(cfg)
-    slots = []
-    for q in range(g * per, (g + 1) * per):
-        family, k = q % len(FAMILIES["vqa"]), q // len(FAMILIES["vqa"])
-        kinds = ("colour", "shape") if family == 1 else (*ATTRIBUTES, "object")
-        skeleton = {"query": QUERY_ATTRS[k % 3], "attrs": _attrs(rng, (2, 3)), "count": choice(rng, kinds)}
-        slots.append((family, vqa_target(family, k), skeleton))
-    # The planned counts are the hardest to meet: try them first, to reject a scene early.
-    order = sorted(range(per), key=lambda i: slots[i][0] not in COUNT_TARGETS)
-    for attempt in range(2 * ATTEMPTS):
-        scene = sample_scene(rng, sc)
-        chosen = {}
-        for i in order:
-            family, target, skeleton = slots[i]
-            if attempt >= ATTEMPTS and family in COUNT_TARGETS:
-                target = None  # a count this scene grammar rarely gives: take any count
-
-            def propose():
-                q = propose_question(rng, family, skeleton, target, scene, sc.colours)
-                try:
-                    return q and (family, *q, _answer(execute(q[1], scene)))
-                except IllPosed:
-                    return None
-            q = _first(propose, lambda q: target in (None, q[3]) and q[1] not in [c[1] for c in chosen.values()])
-            if q is None:
-                break
-            chosen[i] = q
-        else:
-            return [scene], [((0,), text, answers.index(a), family, annotate(rng, a, scene, sc, cfg.vqa_noise))
-                             for family, text, _, a in (chosen[i] for i in range(per))]
-    raise RuntimeError(f"vqa group {g}: no questions found")
+    raise TooFewScenes(f"entailment group {g}: no scene in {ATTEMPTS} draws took the planned hypotheses; "
+                       f"allow more objects or colours (--max-objects, --num-colours)")

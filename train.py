@@ -41,7 +41,7 @@ from checkpoint import (MetricsLog, atomic_write, finished_run, load_weights, pr
 from config import add_flags, check_each_once, given_values, split_list
 from batches import CurriculumBatches, TaskBatches, check_batch_size, names_left_image_first
 from data import DataConfig, build_benchmark, check_tasks, data_preset, only_families
-from tasks import check_families
+from tasks import TooFewScenes, check_families
 from distill import DistillWeights
 from evaluate import attention_agreement, evaluate, evaluate_itm, predict_vqa
 from loader import LoaderBatches, RealData, RealDataConfig, describe, load_real_data
@@ -469,7 +469,7 @@ if __name__ == "__main__":
     interrupt_on_signals()
     try:
         main()
-    except DataError as error:   # a data file at fault: its name and line, not a stack trace
+    except (DataError, TooFewScenes) as error:   # a data file or scene flag at fault: which, not a stack trace
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:    # Ctrl-C or SIGTERM outside a training loop (inside one, fit saves and exits)
         raise SystemExit("\nstopped; every checkpoint and finished run written so far is intact. "

@@ -23,6 +23,7 @@ import programs
 import scenes
 import tasks
 import templates
+import vqa_task
 from batches import CurriculumBatches, make_batch, names_left_image_first, resize_images
 from benchmark_report import text_only_baseline
 from data import (DATA_SIZES, FAMILIES, SOFT_SCORE, TASKS, DataConfig, TaskSplit, Tokenizer,
@@ -251,7 +252,7 @@ def test_too_long_text_raises(bench):
 @pytest.mark.parametrize("field, value", [
     ("image_size", 16), ("grid_size", 1), ("cell_size", 2), ("min_objects", 1), ("max_objects", 2),
     ("max_objects", 17), ("num_colours", 7), ("small_size", 0.95), ("large_size", 1.5), ("jitter", -1),
-    ("curtain_min_cells", 0), ("curtain_max_cells", 1), ("vqa_questions_per_image", 0),
+    ("curtain_min_cells", 0), ("curtain_max_cells", 1), ("vqa_questions_per_image", 0), ("vqa_questions_per_image", 17),
     ("vqa_noise", 1.0), ("train_examples", 0), ("eval_examples", 0), ("max_text_len", 4),
     ("seed", -1), ("workers", -1),
 ])
@@ -282,7 +283,7 @@ def test_vqa_scores_and_accuracy(raw):
     r = splits["vqa"]
     right = (r.annotators == r.labels[:, None]).float().mean()
     assert abs(right - (1 - cfg.vqa_noise)) < 0.02  # noisy annotators, as configured
-    scores = vqa_soft_scores(r.annotators, len(tasks.answer_vocabulary(cfg)))
+    scores = vqa_soft_scores(r.annotators, len(vqa_task.answer_vocabulary(cfg)))
     assert (scores.gather(1, r.labels[:, None]) >= 0.9).float().mean() > 0.97
 
 
@@ -363,6 +364,23 @@ def test_text_only_baseline_counted_by_hand():
     scores = torch.tensor([[0.0, 0.3, 1.0]] * 4)   # VQA: the soft score of the guessed answer
     vqa = replace(test, vqa_scores=scores)
     assert text_only_baseline(train, vqa)["all"] == pytest.approx(100 * (0.3 + 1.0 + 0.3 + 1.0) / 4)
+
+
+@pytest.mark.parametrize("program", ["data.py", "train.py"])
+def test_scene_flags_that_leave_too_few_scenes_are_one_line_naming_them(program, tmp_path):
+    """Two objects of two colours cannot carry 16 different questions per image (the most allowed, which
+    the default scenes carry): the programs say which flags to change, not a stack trace."""
+    import subprocess
+    narrow = ["--size", "tiny", "--tasks", "vqa", "--min-objects", "2", "--max-objects", "2", "--num-colours", "2",
+              "--vqa-questions-per-image", "16", "--cache-dir", "", "--workers", "1"]
+    extra = ["--rows", "dual", "--out-dir", str(tmp_path / "run"), "--progress", "false"] if program == "train.py" else []
+    done = subprocess.run([sys.executable, program, *narrow, *extra], cwd=os.path.dirname(data.__file__),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: vqa group") and "--vqa-questions-per-image 16" in last and "--max-objects 2" in last
+    cfg = tiny(vqa_questions_per_image=16).validate()   # the default tiny scenes carry 16
+    assert len(vqa_task.vqa_group(np.random.default_rng(0), 0, cfg)[1]) == 16
 
 
 def test_data_program_reports_the_chosen_families_and_refuses_unknown_ones(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,7 @@ import programs
 import scenes
 import tasks
 import templates
+import vqa_task
 from data import FAMILIES, TASKS, Tokenizer, generate_split
 
 NUMBERS = {w: i for i, w in enumerate(templates.NUMBER_WORDS)}
@@ -214,7 +215,7 @@ def test_entailment_labels_agree_with_brute_force(raw):
 
 def test_vqa_answers_agree_with_an_independent_check(raw):
     cfg, splits = raw
-    r, answers = splits["vqa"], tasks.answer_vocabulary(cfg)
+    r, answers = splits["vqa"], vqa_task.answer_vocabulary(cfg)
     for (i,), text, label in zip(r.image_index.tolist(), r.texts, r.labels.tolist()):
         assert vqa_answer(text, r.scenes[i]) == answers[label], text
 
