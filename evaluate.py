@@ -52,6 +52,7 @@ def evaluate(model, split, task, cfg, rt):
     entailment, "image without curtain" and "image with curtain". Examples whose images could not be read
     (real data, --missing-images skip) are left out of both. Real data is shared out among the
     processes (photographs are slow to decode); the benchmark, on the device, is not."""
+    was_training = model.training   # given back at the end: a frozen teacher stays in eval mode
     model.eval()
     device, real = rt.device, isinstance(split, RealSplit)
     correct = torch.zeros(len(split), device=device)           # (N,) score of each example
@@ -77,7 +78,7 @@ def evaluate(model, split, task, cfg, rt):
         for tensor in (correct, seen):
             dist.all_reduce(tensor)
         seen = seen.bool()
-    model.train()
+    model.train(was_training)
     if not seen.any():
         raise SystemExit(f"error: no example of the {task} split could be evaluated (no image was readable)")
     if real and task == "reasoning":   # NLVR2: consistency over the sentences evaluated
@@ -190,6 +191,7 @@ def evaluate_itm(model, batches, cfg, device):
     the binding probe: every colour of the caption masked at once ("colours_together"), against
     the best a model that sees which colours are in the picture, but not which object has which,
     can do ("colours_without_binding")."""
+    was_training = model.training
     model.eval()
     correct, kinds = [], []
     mlm_right = mlm_total = probe_right = probe_total = unbound_right = 0
@@ -216,7 +218,7 @@ def evaluate_itm(model, batches, cfg, device):
             right, total = masked_right(probe_logits, batch["colour_probe_labels"])
             probe_right, probe_total = probe_right + right, probe_total + total
             unbound_right += right_without_binding(batch["colour_probe_labels"])
-    model.train()
+    model.train(was_training)
     correct, kinds = torch.cat(correct).float(), torch.cat(kinds)
     per_kind = {name: 100 * correct[kinds == k].mean().item() for k, name in enumerate(ITM_KINDS) if (kinds == k).any()}
     metrics = {"accuracy": 100 * correct.mean().item(), "per_family": per_kind}
@@ -235,6 +237,7 @@ def evaluate_itm(model, batches, cfg, device):
 def predict_vqa(model, split: RealSplit, answers: list[str], cfg, rt, path: str) -> None:
     """The arg-max answer to every question of `split`, written by rank 0 as the evaluation server's
     results file ([{"question_id", "answer"}]). Every process answers its share of the questions."""
+    was_training = model.training
     model.eval()
     mine, _ = shard_of(split, rt)
     predictions = []                                          # (question_id, answer) pairs
@@ -242,7 +245,7 @@ def predict_vqa(model, split: RealSplit, answers: list[str], cfg, rt, path: str)
         with autocast_for(cfg, rt.device):
             best = model(batch, "vqa").logits.argmax(-1).tolist()
         predictions += [(mine.ids[i], answers[a]) for i, a in zip(batch["index"].tolist(), best)]
-    model.train()
+    model.train(was_training)
     if rt.world > 1:
         shares = [None] * rt.world
         dist.all_gather_object(shares, predictions)

@@ -104,3 +104,24 @@ def test_entailment_accuracy_with_and_without_a_curtain_is_counted_by_hand():
     assert "image without curtain" not in only_curtained["per_family"]   # no row of no examples
     no_flag = evaluate(teacher, replace(split, curtain=None), "entailment", cfg, rt)   # e.g. reasoning, VQA
     assert "image with curtain" not in no_flag["per_family"]
+
+
+def test_evaluation_gives_each_model_back_its_mode():
+    """evaluate and evaluate_itm run in eval mode, then give the mode back: a frozen teacher stays in
+    eval mode (dropout off for the student it teaches next), a student in training goes on training."""
+    from evaluate import evaluate_itm
+    from pretrain import itm_validation_batches
+    split, teacher, student = split_and_models(n=10)
+    cfg, rt = TrainConfig(size="tiny"), Runtime(CPU, log=None)
+    for model, training in ((teacher, False), (student, True)):
+        model.train(training)
+        evaluate(model, split, "entailment", cfg, rt)
+        assert model.training is training
+    from data import CaptionSplit
+    captions = CaptionSplit(images=split.images, text_ids=split.text_ids[:6], swapped_ids=split.text_ids[:6].flip(1),
+                            texts=[""] * 6)
+    batches = itm_validation_batches(captions, Tokenizer(["a"]), 4, CPU)
+    for model, training in ((teacher, False), (student, True)):
+        model.train(training)
+        evaluate_itm(model, batches, cfg, CPU)
+        assert model.training is training
