@@ -408,3 +408,22 @@ def test_the_speed_in_train_records_counts_training_steps_only(tmp_path, monkeyp
     speeds = {r["step"]: (r["ms_per_step"], r["samples_per_s"]) for r in records if r["kind"] == "train"}
     assert sorted(speeds) == [2, 4, 6, 8]
     assert all(speed == pytest.approx((1000.0, 8.0)) for speed in speeds.values()), speeds
+
+
+def test_the_teacher_stays_frozen_in_eval_mode_and_unchanged_while_its_student_trains(tmp_path, monkeypatch):
+    """Every distillation step of a real run (train.main: soft labels + attention, with validation in
+    between) sees the same teacher: in eval mode, no parameter trainable, every weight as it was loaded."""
+    seen = []
+
+    def checked_dide_loss(student, teacher, *args, **kwargs):
+        weights = torch.cat([p.detach().flatten() for p in teacher.parameters()])
+        seen.append((teacher.training, any(p.requires_grad for p in teacher.parameters()), weights.clone()))
+        return real_dide_loss(student, teacher, *args, **kwargs)
+    real_dide_loss = trainer.dide_loss
+    monkeypatch.setattr(trainer, "dide_loss", checked_dide_loss)
+    train.main(["--size", "tiny", "--tasks", "entailment", "--rows", "teacher,soft+attention", "--pretrain-steps", "0",
+                "--steps", "4", "--eval-every", "2", "--progress", "false", "--speed", "false",
+                "--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    assert len(seen) == 4
+    assert not any(training or trainable for training, trainable, _ in seen)
+    assert all(torch.equal(weights, seen[0][2]) for _, _, weights in seen)
