@@ -135,6 +135,7 @@ def test_soft_labels_classification_equals_hand_written_kl(T):
     by_hand = (p * (p.log() - q.log())).sum(-1).mean() * T * T
     torch.testing.assert_close(soft_label_loss("entailment", student, teacher, T), by_hand)
     assert soft_label_loss("entailment", teacher, teacher, T).abs().item() < 1e-6
+    assert soft_label_loss("entailment", student, teacher, T).item() > 1e-3   # and positive otherwise
 
 
 def test_ground_truth_classification_is_cross_entropy():
@@ -150,6 +151,13 @@ def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
     p, q = torch.sigmoid(teacher), torch.sigmoid(student)
     by_hand = -(p * q.log() + (1 - p) * (1 - q).log()).sum(-1).mean()
     torch.testing.assert_close(soft_label_loss("vqa", student, teacher), by_hand)
+    # BCE against soft targets is not 0 at student = teacher: its minimum there is the teacher's own entropy
+    copy = teacher.clone().requires_grad_(True)
+    at_teacher = soft_label_loss("vqa", copy, teacher)
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log()).sum(-1).mean()
+    torch.testing.assert_close(at_teacher, entropy)
+    at_teacher.backward()
+    assert copy.grad.abs().max().item() < 1e-6 and by_hand.item() > entropy.item() + 1e-3
 
 
 # ----------------------------------------------------------------------------- the whole DiDE objective
