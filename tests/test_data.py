@@ -73,6 +73,8 @@ def test_generation_is_deterministic_and_independent_of_workers(monkeypatch):
         assert a.images.tobytes() == b.images.tobytes()
         assert a.texts == b.texts and a.captions == b.captions and a.swapped_captions == b.swapped_captions
         assert torch.equal(a.labels, b.labels) and torch.equal(a.image_index, b.image_index)
+        other = generate_split(replace(cfg, seed=1), task, "train")   # and another seed, other data
+        assert other.images.tobytes() != a.images.tobytes() and other.texts != a.texts
 
 
 def test_label_balance_per_family(raw):
