@@ -85,6 +85,18 @@ def check_out_file(flag, path, extensions=()) -> None:
         raise ValueError(f"--{flag} {path}: the file's name must end in {' or '.join(extensions)}")
 
 
+def check_out_folder(flag, path) -> None:
+    """A folder a program creates if missing and writes into (--cache-dir, export.py's --out), checked
+    when it starts: ValueError naming the flag if it, or a folder above it, is a file."""
+    if not path:
+        raise ValueError(f"--{flag} '': give a folder's name")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):   # the nearest part of the path that is there
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--{flag} {path}: {existing} is a file, not a folder")
+
+
 def write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 

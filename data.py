@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoint import atomic_write, check_out_file
+from checkpoint import atomic_write, check_out_file, check_out_folder
 from config import add_flags, check_each_once, given_values, split_list
 from runtime import interrupt_on_signals, raise_if_interrupted
 from scenes import Scene, SceneConfig, render_batch
@@ -96,10 +96,12 @@ class DataConfig:
             ("max_text_len", self.max_text_len >= 8, "must be >= 8"),
             ("seed", self.seed >= 0, "must be >= 0"),
             ("workers", self.workers >= 0, "must be >= 0"),
-            ("cache_dir", not os.path.isfile(self.cache_dir), "is a file, not a folder"),
+            ("max_text_len", self.max_text_len <= 512, "must be <= 512 (BERT's longest)"),
         ]:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: {why}")
+        if self.cache_dir:   # "" disables the cache
+            check_out_folder("cache-dir", self.cache_dir)
         return self
 
 

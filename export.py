@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from checkpoint import atomic_write
+from checkpoint import atomic_write, check_out_folder
 from data import SPLITS, DataConfig, add_benchmark_flags, benchmark_config, examples_per_group, load_split
 from metrics import normalize_answer
 from realdata import SPLITS as OFFICIAL_SPLITS
@@ -223,8 +223,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit}: must be >= 1")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        parser.error(f"--out {args.out}: is a file, not a folder")
+    try:
+        check_out_folder("out", args.out)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         args.data_config = benchmark_config(args)
     except ValueError as error:

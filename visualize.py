@@ -10,13 +10,14 @@ where its teacher looks; the ground-truth baseline has no reason to.
 """
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from checkpoint import save_png
+from checkpoint import check_out_folder, save_png
 from distill import student_cross_modal_attention
 from teacher import teacher_cross_modal_attention
 
@@ -93,10 +94,18 @@ def main(argv=None):
     if args.examples < 1:
         parser.error(f"--examples must be positive, got {args.examples}")
     folder = os.path.dirname(args.out) or "."   # created below if missing
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        parser.error(f"--out {args.out}: {folder} is a file, not a folder")
+    try:
+        check_out_folder("out", folder)
+    except ValueError as error:
+        parser.error(str(error))
     path = lambda row: os.path.join(args.checkpoint_dir, f"{args.task}-{row}-seed{args.seed}-best.pt")
     t_state, s_state = load_checkpoint(path("teacher")), load_checkpoint(path(args.row))
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    for file, state in ((path("teacher"), t_state), (path(args.row), s_state)):
+        if not isinstance(state.get("data_config"), dict) or set(state["data_config"]) - data_fields:
+            parser.error(f"{file}: not trained on the built-in benchmark, whose test scenes this program draws "
+                         f"(a --data run, or not a checkpoint train.py wrote)")
+
     def benchmark(state):   # the settings that change what is learnt (not --cache-dir or --workers)
         return {k: v for k, v in state["data_config"].items() if k not in MERGEABLE["data"]}, state.get("tokenizer")
     if benchmark(t_state) != benchmark(s_state):   # one benchmark, one vocabulary: else the maps would not compare
@@ -106,6 +115,9 @@ def main(argv=None):
     student = DualEncoder(ModelConfig(**s_state["model_config"]))
     load_weights(student, path(args.row), s_state)
     bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
+    if t_state.get("tokenizer", bench.tokenizer.to_dict()) != bench.tokenizer.to_dict():
+        parser.error(f"{path('teacher')}: its vocabulary is not the one its benchmark builds (another version "
+                     f"of the code?)")
     split = bench.splits[args.task]["test"]
     if args.examples > len(split):
         parser.error(f"--examples {args.examples}: the test split has {len(split)}")

@@ -211,8 +211,9 @@ def test_a_damaged_cache_entry_is_rendered_again(tmp_path, capsys):
     build_benchmark(cfg, tasks=("vqa",), progress=False)   # written anew, so read without a word
     assert "cannot be read" not in capsys.readouterr().err
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(ValueError, match="cache_dir=.*is a file, not a folder"):
-        tiny(cache_dir=str(tmp_path / "a-file")).validate()
+    for under in ("", "sub", "sub/sub"):   # the file itself, or a folder under it: refused before any rendering
+        with pytest.raises(ValueError, match="--cache-dir .*a-file is a file, not a folder"):
+            tiny(cache_dir=str(tmp_path / "a-file" / under)).validate()
 
 
 def test_train_examples_truncates_training_split_only(tmp_path):
@@ -255,7 +256,7 @@ def test_too_long_text_raises(bench):
     ("image_size", 16), ("grid_size", 1), ("cell_size", 2), ("min_objects", 1), ("max_objects", 2),
     ("max_objects", 17), ("num_colours", 7), ("small_size", 0.95), ("large_size", 1.5), ("jitter", -1),
     ("curtain_min_cells", 0), ("curtain_max_cells", 1), ("vqa_questions_per_image", 0), ("vqa_questions_per_image", 17),
-    ("vqa_noise", 1.0), ("train_examples", 0), ("eval_examples", 0), ("max_text_len", 4),
+    ("vqa_noise", 1.0), ("train_examples", 0), ("eval_examples", 0), ("max_text_len", 4), ("max_text_len", 513),
     ("seed", -1), ("workers", -1),
 ])
 def test_bad_config_raises_naming_the_field(field, value):

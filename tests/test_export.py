@@ -200,6 +200,10 @@ def test_command_line(cfg, bench, tmp_path, capsys):
     with pytest.raises(SystemExit):
         export.main(["--format", "nlvr2", "--out", str(tmp_path / "y"), "--limit", "0"])
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(SystemExit) as stop:
-        export.main(["--format", "nlvr2", "--out", str(tmp_path / "a-file"), *flags])
-    assert stop.value.code == 2 and "a-file: is a file, not a folder" in capsys.readouterr().err
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "sub"):
+        with pytest.raises(SystemExit) as stop:
+            export.main(["--format", "nlvr2", "--out", str(out), *flags])
+        assert stop.value.code == 2 and "a-file is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:   # not the current folder by accident
+        export.main(["--format", "nlvr2", "--out", "", *flags])
+    assert stop.value.code == 2 and "--out '': give a folder's name" in capsys.readouterr().err

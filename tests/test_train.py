@@ -320,6 +320,20 @@ def test_visualize_draws_a_finished_student_and_refuses_bad_input_in_one_line(tm
         with pytest.raises(SystemExit) as exit_info:
             visualize.main(common + argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    torch.save(state, student)
+    teacher = out / "checkpoints" / "vqa-teacher-seed0-best.pt"
+    teacher_state = torch.load(teacher, weights_only=True)
+    (tmp_path / "a-file").write_text("")
+    for change, argv, message in [
+            (None, ["--out", str(tmp_path / "a-file" / "sub" / "a")], "a-file is a file, not a folder"),
+            ({"data_config": {"data": "vqav2", "data_dir": "/data/vqav2"}}, [], "not trained on the built-in benchmark"),
+            ({"tokenizer": {"itos": teacher_state["tokenizer"]["itos"][:-1]}}, [], "its vocabulary is not the one")]:
+        if change:   # the teacher and the student alike
+            torch.save({**teacher_state, **change}, teacher)
+            torch.save({**state, **change}, student)
+        with pytest.raises(SystemExit) as exit_info:
+            visualize.main(common + ["--row", "soft"] + argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("pretrain_every", [None, "2"])
