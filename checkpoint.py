@@ -127,6 +127,8 @@ def read_json(path):
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SystemExit(f"error: {path}: not valid JSON ({error}); a hand edit, or a full disk?") from None
+    except OSError as error:   # e.g. a folder of that name
+        raise SystemExit(f"error: {path}: cannot read it ({error.strerror})") from None
 
 
 def read_run_record(path) -> dict:
@@ -150,8 +152,9 @@ def finished_run(out_dir, name):
     if not os.path.exists(path):
         return None
     result = read_run_record(path)
-    checkpoint = result.get("checkpoint")
-    return result if checkpoint is None or os.path.exists(checkpoint) else None
+    if not isinstance(result.get("checkpoint"), str):   # every record train.py writes names its checkpoint
+        raise SystemExit(f"error: {path}: a run record without its checkpoint; delete it to train the run again")
+    return result if os.path.exists(result["checkpoint"]) else None
 
 
 class MetricsLog:

@@ -133,6 +133,9 @@ def read_config(out_dir) -> dict:
     config = read_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
         raise SystemExit(f"error: {path}: not a config.json that train.py wrote (no \"train\" settings)")
+    for part in ("data", "real_data"):   # absent from older files; present, they are settings by name
+        if not isinstance(config.get(part, {}), dict):
+            raise SystemExit(f"error: {path}: not a config.json that train.py wrote (\"{part}\" is not settings)")
     return config
 
 
@@ -191,8 +194,12 @@ def read_results(out_dirs):
             result = read_run_record(path)
             if "task" not in result:   # pre-training runs have no test result
                 continue
-            if missing := {"row", "seed", "accuracy"} - result.keys():
+            if missing := {"row", "seed", "accuracy", "per_family"} - result.keys():
                 raise SystemExit(f"error: {path}: a run record without {', '.join(sorted(missing))}")
+            if not (isinstance(result["accuracy"], (int, float)) and isinstance(result["seed"], int)
+                    and isinstance(result["per_family"], dict)):
+                raise SystemExit(f"error: {path}: not a run record that train.py wrote (its accuracy, seed or "
+                                 f"per_family is of another kind)")
             key = (result["task"], result["row"], result["seed"])
             if key in found_in:
                 if same_run(result, found_in[key][1]):   # one run, its record copied (e.g. a teacher its students need)

@@ -94,6 +94,9 @@ def test_finished_runs_are_recorded_and_found(tmp_path):
     (tmp_path / "runs" / "a.json").write_text("[]")
     with pytest.raises(SystemExit, match=r"runs/a.json: not a run record"):
         finished_run(str(tmp_path), "a")
+    (tmp_path / "runs" / "a.json").write_text('{"accuracy": 50.0}')   # not taken for finished, nor a KeyError later
+    with pytest.raises(SystemExit, match=r"runs/a.json: a run record without its checkpoint"):
+        finished_run(str(tmp_path), "a")
 
 
 def test_checkpoint_with_another_tokenizer_is_refused(tmp_path):

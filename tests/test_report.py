@@ -67,14 +67,25 @@ def test_the_program_refuses_a_run_found_twice_other_settings_and_folders_withou
     with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not valid JSON"):
         report.main([str(tmp_path / "a")])
     (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text('{"task": "vqa", "row": "dual"}')
-    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: a run record without accuracy, seed"):
+    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: a run record without accuracy, per_family, seed"):
         report.main([str(tmp_path / "a")])
+    for damage in ({"accuracy": "high"}, {"seed": "0"}, {"per_family": [50.0]}):
+        (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text(json.dumps({**result("vqa", "dual", 0, 50.0),
+                                                                                 **damage}))
+        with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not a run record that train.py wrote"):
+            report.main([str(tmp_path / "a")])
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").unlink()
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").mkdir()   # a folder of that name
+    with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: cannot read it"):
+        report.main([str(tmp_path / "a")])
+    (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").rmdir()
     (tmp_path / "a" / "runs" / "vqa-dual-seed0.json").write_text("[]")
     with pytest.raises(SystemExit, match=r"vqa-dual-seed0.json: not a run record"):
         report.main([str(tmp_path / "a")])
-    (tmp_path / "a" / "config.json").write_text("[]")
-    with pytest.raises(SystemExit, match=r"config.json: not a config.json that train.py wrote"):
-        report.main([str(tmp_path / "a")])
+    for config in ("[]", '{"train": {}, "data": []}'):
+        (tmp_path / "a" / "config.json").write_text(config)
+        with pytest.raises(SystemExit, match=r"config.json: not a config.json that train.py wrote"):
+            report.main([str(tmp_path / "a")])
 
 
 def test_the_attention_table_averages_seeds_and_marks_what_is_missing():
