@@ -146,8 +146,8 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if cfg.lr <= 0:   # nan and inf are refused by config.parse_float
         parser.error(f"--lr must be positive, got {cfg.lr}")
-    if cfg.seed < 0:
-        parser.error(f"--seed must be >= 0, got {cfg.seed}")
+    if not 0 <= cfg.seed < 2**32:   # what numpy and torch generators take
+        parser.error(f"--seed must be in [0, 2**32), got {cfg.seed}")
     if cfg.size not in MODEL_SIZES:
         parser.error(f"--size: unknown size {cfg.size!r}; choose one of {', '.join(MODEL_SIZES)}")
     scene_fields = {f.name for f in fields(SceneConfig)}

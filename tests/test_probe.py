@@ -76,7 +76,8 @@ def test_vilt_b32_tower_reads_the_scenes_at_its_own_size(monkeypatch):
 
 @pytest.mark.parametrize("argv, flag", [(["--size", "huge"], "--size"), (["--steps", "0"], "--steps"),
                                         (["--lr", "0"], "--lr"), (["--lr", "inf"], "--lr"),
-                                        (["--seed", "-1"], "--seed"), (["--out", "no/such/folder/p.json"], "--out"), (["--out", "."], "--out .: is a folder"),
+                                        (["--seed", "-1"], "--seed"), (["--seed", str(2**64)], "--seed must be in [0, 2**32)"),
+                                        (["--out", "no/such/folder/p.json"], "--out"), (["--out", "."], "--out .: is a folder"),
                                         (["--cell-size", "20"], "image_size"), (["--device", "gpu"], "--device"),
                                         (["--size", "tiny", "--image-size", "64", "--cell-size", "8"], "--image-size")])
 def test_bad_flags_exit_with_one_line_naming_the_flag(argv, flag, capsys):
