@@ -48,6 +48,8 @@ def load_checkpoint(path, expect=None, tokenizer=None):
         raise SystemExit(f"error: checkpoint {path} does not exist") from None
     except Exception as error:   # truncated, corrupt, or holding pickled code
         raise SystemExit(f"error: cannot load checkpoint {path} (truncated or not a checkpoint): {error}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise SystemExit(f"error: {path}: not a checkpoint that this project wrote (no model weights)")
     if expect is not None and state.get("model_config") != dataclasses.asdict(expect):
         raise SystemExit(f"error: checkpoint {path} was made for model {state.get('model_config')}, "
                          f"not {dataclasses.asdict(expect)}")

@@ -59,6 +59,14 @@ def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("content", [torch.zeros(3), {"step": 4}, {"model": [1, 2]}])
+def test_a_loadable_file_that_is_not_a_checkpoint_is_refused_with_its_name(content, tmp_path):
+    path = str(tmp_path / "weights.pt")
+    torch.save(content, path)
+    with pytest.raises(SystemExit, match="weights.pt: not a checkpoint that this project wrote"):
+        load_checkpoint(path)
+
+
 def test_code_in_a_checkpoint_is_never_run(tmp_path):
     path = str(tmp_path / "evil.pt")
 
