@@ -1,6 +1,6 @@
 """Scenes of coloured shapes on a grid: the grammar, sampling and the renderer.
 
-All three tasks of the benchmark (tasks.py) stand on this file:
+All three tasks of the benchmark (tasks.py, vqa_task.py) stand on this file:
 
 - `Object` / `Scene`: at most one object per grid cell, each with a shape, a colour and a
   size; a scene may carry a "curtain", a grey hatched rectangle that hides some cells

@@ -1,6 +1,6 @@
 """The words of the benchmark: noun phrases, numbers, relations, the lexicon, the captions.
 
-The sentence templates of tasks.py are built from these words and noun phrases, so the
+The sentence templates of tasks.py and vqa_task.py are built from these words and noun phrases, so the
 tokenizer's vocabulary is a fixed list (`lexicon`), the same however many examples are
 generated: TEMPLATE_WORDS must hold every other word of those sentences (a test checks it).
 The captions are the image-text pairs of the pre-training stage (pretrain.py), each with a
@@ -26,7 +26,7 @@ TEMPLATE_WORDS = ("a the is are there no every at least most exactly how many wh
 
 
 def choice(rng: np.random.Generator, items):
-    """One of `items`, uniformly (2x faster than rng.integers); tasks.py draws with it too."""
+    """One of `items`, uniformly (2x faster than rng.integers); the tasks draw with it too."""
     return items[int(rng.random() * len(items))]
 
 

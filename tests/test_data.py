@@ -1,4 +1,4 @@
-"""Tests of the procedural benchmark (scenes.py, tasks.py, templates.py, data.py) and of the
+"""Tests of the procedural benchmark (scenes.py, tasks.py, vqa_task.py, templates.py, data.py) and of the
 batches drawn from it (batches.py, evaluate.vqa_accuracy), at the tiny size, on CPU: rendering,
 determinism, balance, splits, the tokenizer, the cache, VQA scores and the curriculum. The labels
 themselves are re-checked independently in test_labels.py.

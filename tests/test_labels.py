@@ -1,5 +1,5 @@
 """The benchmark's labels, re-checked without the code that made them (scenes.py, programs.py,
-tasks.py, templates.py): every reasoning, entailment and VQA label of a tiny training split, and
+tasks.py, vqa_task.py, templates.py): every reasoning, entailment and VQA label of a tiny training split, and
 every caption and its colour-swapped negative; and that no text, its attribute words removed,
 gives its label away.
 
