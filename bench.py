@@ -94,16 +94,25 @@ def encoder_flops(n_layer, n_embd, mlp_ratio, tokens):
     return n_layer * (2 * tokens * per_token + 2 * 2 * tokens * tokens * n_embd)
 
 
-def flops_per_sample(cfg, text_len):
-    """Forward FLOPs of one (image, text) pair for each model and part (patch embedding included)."""
+def linear_flops(module) -> int:
+    """Forward FLOPs of the Linear layers of `module`, once each: 2 * in * out."""
+    return sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def flops_per_sample(teacher, student, task, text_len):
+    """Forward FLOPs of one (image, text) pair for each model and part (patch embedding included).
+    Heads: the teacher's pooler and task head; the student's fusion MLP and task head ("head")."""
+    cfg = teacher.config
     Nv = 1 + cfg.num_patches
     patch = 2 * cfg.num_patches * 3 * cfg.patch_size ** 2 * cfg.n_embd
     h = cfg.n_embd
-    head = 2 * (2 * h * 2 * h + 2 * h * h) + 2 * (h * 2 * h + 2 * h * cfg.num_answers)   # fuse + head
-    return {"teacher": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len + Nv) + patch + head,
+    return {"teacher": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len + Nv) + patch
+            + linear_flops(teacher.pooler) + linear_flops(teacher.heads[task]),
             "image": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, Nv) + patch,
             "text": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len),
-            "head": head}
+            "head": linear_flops(student.fuse) + linear_flops(student.heads[task]),
+            # one distilled layer's cross-modal Q K^T blocks, text-to-image and image-to-text (DiDE's last layer)
+            "cross_attention": 2 * 2 * text_len * Nv * h}
 
 
 def gpu_peak(name: str) -> float | None:
@@ -148,7 +157,7 @@ def run(cfg: BenchConfig):
     run_student = torch.compile(student) if cfg.compile else student
     B, L, task = cfg.batch_size, cfg.text_len, "entailment"
     batch = random_batch(mcfg, B, L, device)
-    flops = flops_per_sample(mcfg, L)
+    flops = flops_per_sample(teacher, student, task, L)
     # a fraction of the bf16 peak only for bf16 runs: fp32 has another, lower peak
     peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" and uses_bf16(cfg, device) else None
     allow_tf32(device)   # as train.py: the fp32 matmuls that training runs on TF32 are timed on TF32
@@ -226,8 +235,9 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
         ("train student, ground truth", DualEncoder(mcfg).to(device), None, 3 * student_flops),
         ("train student, soft labels", DualEncoder(mcfg).to(device),
          DistillWeights(soft_label=1.0, attention=0.0), 3 * student_flops + flops["teacher"]),
-        ("train student, soft labels + attention", DualEncoder(mcfg).to(device),
-         DistillWeights(soft_label=1.0, attention=1.0), 3 * student_flops + flops["teacher"]),
+        ("train student, soft labels + attention", DualEncoder(mcfg).to(device),   # + the maps: the teacher's
+         DistillWeights(soft_label=1.0, attention=1.0),                            # forward, the student's 3x
+         3 * student_flops + flops["teacher"] + 4 * flops["cross_attention"]),
     ]
     # the same ground-truth step, its batch drawn each time from the benchmark on the device (batches.TaskBatches)
     benchmark = TaskBatches(resident_split(mcfg, cfg, device), cfg.batch_size, 0, device, mcfg.image_size)
@@ -245,10 +255,13 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
             measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
 
 
+def device_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
 def markdown(rows, cfg, device, peak):
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    lines = [f"Device: {name}; size {cfg.size}; batch {cfg.batch_size}; text length {cfg.text_len}; "
-             f"dtype {'bf16' if cfg.dtype == 'bf16' or (cfg.dtype == 'auto' and device.type == 'cuda') else 'fp32'}"
+    lines = [f"Device: {device_name(device)}; size {cfg.size}; batch {cfg.batch_size}; text length {cfg.text_len}; "
+             f"dtype {'bf16' if uses_bf16(cfg, device) else 'fp32'}"
              + (f"; dense bf16 peak {peak:.0f} TFLOP/s" if peak else ""), "",
              "| row | model | ms | throughput | speed-up | GFLOP/sample | TFLOP/s | % of peak |",
              "|---|---|---|---|---|---|---|---|"]
@@ -300,7 +313,9 @@ def main(argv=None):
     table = markdown(rows, cfg, device, peak)
     print(table)
     print(f"\ncommand: python {' '.join(sys.argv)}")
-    write_json(cfg.out, {"config": dataclasses.asdict(cfg), "device": table.splitlines()[0],
+    write_json(cfg.out, {"config": dataclasses.asdict(cfg), "device": device_name(device),
+                         "dtype": "bf16" if uses_bf16(cfg, device) else "fp32", "peak_bf16_tflops": peak,
+                         "torch": torch.__version__, "batch_size": cfg.batch_size, "text_len": cfg.text_len,
                          "command": " ".join(sys.argv), "rows": rows})
     return rows
 

@@ -19,7 +19,9 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
     assert ("precomputed", "student") in names and ("retrieval", "student") in names
     assert ("train student, ground truth, benchmark batches", "student") in names
     assert all(r["ms"] > 0 and r["gflops_per_sample"] > 0 for r in rows)
-    assert json.loads(out.read_text())["rows"][0]["row"] == "scratch"
+    written = json.loads(out.read_text())
+    assert written["rows"][0]["row"] == "scratch" and written["device"] == "CPU" and written["dtype"] == "fp32"
+    assert written["batch_size"] == 16 and written["torch"] == torch.__version__ and written["peak_bf16_tflops"] is None
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -40,6 +42,19 @@ def test_bad_flags_get_one_clear_line(argv, message, capsys):
 def test_flop_count_matches_a_hand_count():
     # one layer, width 4, ratio 4, 2 tokens: per token 2*(4+8)*16 = 384 FLOPs, so 768, plus 2*2*2*2*4 = 64 for attention
     assert bench.encoder_flops(1, 4, 4, 2) == 768 + 64
+
+
+def test_each_model_is_charged_its_own_head():
+    """The teacher: pooler h*h and the entailment head h -> 2h -> 3; the student: its fusion MLP 2h -> 2h -> h
+    and the same head (2 FLOPs per multiply-add). Width 32 (tiny)."""
+    cfg = bench.model_config("tiny", vocab_size=50, num_answers=7)
+    teacher, student = bench.FusionEncoder(cfg), bench.DualEncoder(cfg)
+    flops, h, Nv = bench.flops_per_sample(teacher, student, "entailment", 6), 32, 1 + cfg.num_patches
+    head = 2 * (h * 2 * h + 2 * h * 3)
+    patch = 2 * cfg.num_patches * 3 * cfg.patch_size ** 2 * h
+    assert flops["head"] == 2 * (2 * h * 2 * h + 2 * h * h) + head
+    assert flops["teacher"] == bench.encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, 6 + Nv) + patch + 2 * h * h + head
+    assert flops["cross_attention"] == 2 * (6 * Nv * h + Nv * 6 * h)
 
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
