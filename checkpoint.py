@@ -8,10 +8,20 @@ run leaves a small JSON record in runs/, so re-running the same command skips it
 """
 
 import dataclasses
+import errno
 import json
 import os
 
 import torch
+
+
+def fsync(f) -> None:
+    """os.fsync, where the file system has it (some network and FUSE mounts do not: EINVAL, ENOTSUP)."""
+    try:
+        os.fsync(f.fileno())
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):   # a real write error (EIO, ENOSPC) is raised
+            raise
 
 
 def atomic_write(path, write) -> None:
@@ -23,7 +33,7 @@ def atomic_write(path, write) -> None:
         with open(temporary, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())   # on disk before the rename: a power cut cannot leave an empty file
+            fsync(f)   # on disk before the rename: a power cut cannot leave an empty file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):   # the write failed: leave no litter beside the old file

@@ -27,6 +27,19 @@ def test_a_file_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch
     monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b)))
     checkpoint.write_json(str(tmp_path / "x.json"), {"a": 1})
     assert calls == ["fsync", "replace"]
+    import errno
+
+    def fsync_fails(code):
+        def fsync(fd):
+            raise OSError(code, os.strerror(code))
+        return fsync
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync_fails(errno.EINVAL))   # a file system without fsync
+    checkpoint.write_json(str(tmp_path / "x.json"), {"a": 2})
+    assert checkpoint.read_json(str(tmp_path / "x.json")) == {"a": 2}
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync_fails(errno.EIO))      # a real write error
+    with pytest.raises(OSError):
+        checkpoint.write_json(str(tmp_path / "x.json"), {"a": 3})
+    assert checkpoint.read_json(str(tmp_path / "x.json")) == {"a": 2} and os.listdir(tmp_path) == ["x.json"]
 
 
 @pytest.mark.parametrize("writer", ["vqa predictions", "png"])
