@@ -292,3 +292,28 @@ def test_attention_agreement_reads_photographs_too(exported):
     assert report == attention_agreement(teacher, student, split.subset(list(range(6))), "reasoning", train_cfg,
                                          torch.device("cpu"))
     assert all(0 < v["teacher_entropy"] <= 1 and v["kl"] > 0 for v in report.values())
+
+
+def test_an_unreadable_test_dev_image_found_after_training_costs_no_training(exported, tmp_path):
+    """The server's questions are decoded only once the model is trained. An unreadable image there stops
+    the run naming it; with the image fixed, the same command trains nothing again (the last checkpoint is
+    at the final step) and writes the predictions."""
+    import shutil
+    data_dir = tmp_path / "vqav2"
+    shutil.copytree(exported / "vqav2", data_dir)
+    image = sorted((data_dir / "test2015").iterdir())[0]
+    good = image.read_bytes()
+    image.write_bytes(b"not a picture")
+    out = tmp_path / "run"
+    argv = ["--size", "tiny", "--data", "vqav2", "--data-dir", str(data_dir), "--vqa-predict", "test-dev",
+            "--rows", "dual", "--steps", "2", "--batch-size", "8", "--min-answer-count", "1", "--val-examples", "16",
+            "--loader-workers", "0", "--out-dir", str(out), "--progress", "false", "--speed", "false"]
+    with pytest.raises(DataError, match=image.name):
+        train.main(argv)
+    trained = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "train"]
+    image.write_bytes(good)
+    results = train.main(argv)
+    again = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert trained and again == trained and os.path.exists(results[0]["predictions"])
