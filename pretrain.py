@@ -184,16 +184,15 @@ def itm_validation_batches(captions, tokenizer, batch_size, device, seed=1234, m
     # drawn for the whole split at once, so the pairs and masks are the same at any --eval-batch-size
     every_image = torch.arange(n, device=device)                        # (n,)
     kind, other = _kinds_and_others(n, every_image, generator)          # (n,), (n,)
-    if mlm_prob > 0:
+    if mlm_prob > 0:   # mlm_text_ids, mlm_labels, mlm_text_mask of every image: (n, L) each
         maskable = vocabulary_table(tokenizer, MASKABLE_WORDS, device)  # (vocab,)
-        mlm_text_ids, mlm_labels = mask_words(captions.text_ids, maskable, mlm_prob, generator)  # (n, L) each
+        masked = add_masked_captions({}, captions, every_image, maskable, mlm_prob, generator)
     batches = []
     for start in range(0, n, batch_size):
         image_index = every_image[start: start + batch_size]            # (B,)
         batch = itm_batch(captions, image_index, kind[image_index], other[image_index])
         if mlm_prob > 0:
-            batch["mlm_text_ids"], batch["mlm_labels"] = mlm_text_ids[image_index], mlm_labels[image_index]
-            batch["mlm_text_mask"] = captions.text_ids[image_index] != Tokenizer.PAD
+            batch.update({key: value[image_index] for key, value in masked.items()})
             labels = batch["mlm_labels"]                                # (B, L), -100 where not masked
             batch["mlm_word_kind"] = torch.where(labels != -100, kind_of[labels.clamp(min=0)], -1)  # (B, L)
             batch["colour_probe_ids"], batch["colour_probe_labels"] = mask_every_colour(
