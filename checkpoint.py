@@ -49,6 +49,11 @@ def save_checkpoint(path, **state):
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def same_tokenizer(state, tokenizer) -> bool:
+    """Whether a checkpoint was made with `tokenizer` (one that records none is taken to be)."""
+    return state.get("tokenizer", tokenizer.to_dict()) == tokenizer.to_dict()
+
+
 def load_checkpoint(path, expect=None, tokenizer=None):
     """Load with weights_only=True; refuse a file that is truncated, or that was made for another
     model configuration (`expect`, a ModelConfig) or another tokenizer."""
@@ -63,7 +68,7 @@ def load_checkpoint(path, expect=None, tokenizer=None):
     if expect is not None and state.get("model_config") != dataclasses.asdict(expect):
         raise SystemExit(f"error: checkpoint {path} was made for model {state.get('model_config')}, "
                          f"not {dataclasses.asdict(expect)}")
-    if tokenizer is not None and "tokenizer" in state and state["tokenizer"] != tokenizer.to_dict():
+    if tokenizer is not None and not same_tokenizer(state, tokenizer):
         raise SystemExit(f"error: checkpoint {path} was made with a different tokenizer")
     return state
 

@@ -75,7 +75,7 @@ def attention_figure(teacher, student, batch, task, tokenizer, raw_images, path,
 
 
 def main(argv=None):
-    from checkpoint import load_checkpoint, load_weights
+    from checkpoint import load_checkpoint, load_weights, same_tokenizer
     from batches import fit_images, make_batch
     from data import TASKS, DataConfig, build_benchmark
     from model import DualEncoder, ModelConfig
@@ -115,7 +115,7 @@ def main(argv=None):
     student = DualEncoder(ModelConfig(**s_state["model_config"]))
     load_weights(student, path(args.row), s_state)
     bench = build_benchmark(DataConfig(**t_state["data_config"]), tasks=[args.task])
-    if t_state.get("tokenizer", bench.tokenizer.to_dict()) != bench.tokenizer.to_dict():
+    if not same_tokenizer(t_state, bench.tokenizer):
         parser.error(f"{path('teacher')}: its vocabulary is not the one its benchmark builds (another version "
                      f"of the code?)")
     split = bench.splits[args.task]["test"]
