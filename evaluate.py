@@ -20,7 +20,7 @@ from loader import RealSplit, eval_batches
 from metrics import nlvr2_consistency
 from pretrain import ITM_KINDS, WORD_KINDS
 from realdata import write_vqa_results
-from runtime import autocast_for
+from runtime import autocast_for, eval_mode
 from teacher import teacher_cross_modal_attention
 
 
@@ -52,8 +52,6 @@ def evaluate(model, split, task, cfg, rt):
     entailment, "image without curtain" and "image with curtain". Examples whose images could not be read
     (real data, --missing-images skip) are left out of both. Real data is shared out among the
     processes (photographs are slow to decode); the benchmark, on the device, is not."""
-    was_training = model.training   # given back at the end: a frozen teacher stays in eval mode
-    model.eval()
     device, real = rt.device, isinstance(split, RealSplit)
     correct = torch.zeros(len(split), device=device)           # (N,) score of each example
     seen = torch.zeros(len(split), dtype=torch.bool, device=device)
@@ -64,21 +62,21 @@ def evaluate(model, split, task, cfg, rt):
         positions = torch.arange(len(split))
         batches = benchmark_batches(split, cfg.eval_batch_size, device, model.config.image_size)
     positions = positions.to(device)
-    for batch in batches:
-        with autocast_for(cfg, device):
-            logits = model(batch, task).logits.float()
-        index = positions[batch["index"]]
-        if task == "vqa":
-            correct[index] = vqa_accuracy(logits, batch["vqa_scores"])
-        else:
-            correct[index] = (logits.argmax(-1) == batch["labels"]).float()
-        seen[index] = True
+    with eval_mode(model):   # a frozen teacher stays in eval mode
+        for batch in batches:
+            with autocast_for(cfg, device):
+                logits = model(batch, task).logits.float()
+            index = positions[batch["index"]]
+            if task == "vqa":
+                correct[index] = vqa_accuracy(logits, batch["vqa_scores"])
+            else:
+                correct[index] = (logits.argmax(-1) == batch["labels"]).float()
+            seen[index] = True
     if real and rt.world > 1:                                 # every process gets the whole split's scores
         seen = seen.int()
         for tensor in (correct, seen):
             dist.all_reduce(tensor)
         seen = seen.bool()
-    model.train(was_training)
     if not seen.any():
         raise SystemExit(f"error: no example of the {task} split could be evaluated (no image was readable)")
     if real and task == "reasoning":   # NLVR2: consistency over the sentences evaluated
@@ -128,35 +126,30 @@ def attention_agreement(teacher, student, split, task, cfg, device, examples=ATT
         batches = eval_batches(split.subset(list(range(min(examples, len(split))))), cfg.eval_batch_size, device)
     else:
         batches = benchmark_batches(split, cfg.eval_batch_size, device, teacher.config.image_size, limit=examples)
-    models = [m for m in (teacher, student) if m is not None]
-    modes = [m.training for m in models]
-    for m in models:
-        m.eval()
     sums = {d: {"teacher": 0.0, "student": 0.0, "uniform": 0.0, "kl": 0.0, "rows": 0} for d in DIRECTIONS}
-    for batch in batches:
-        text_mask = batch["text_mask"]                                                     # bool (B, Lt)
-        with autocast_for(cfg, device):
-            fusion = teacher(batch, task, details_from=(-1,)).fusion
-            student_out = student(batch, task, details_from=(-1,)) if student is not None else None
-        for k, fused in enumerate(fusion):                                                 # one joint pass per image
-            image_mask = fused.mask[:, text_mask.shape[1]:]                                # bool (B, Nv)
-            maps = {"teacher": teacher_cross_modal_attention(fused, -1, text_mask)}
-            if student_out is not None:
-                maps["student"] = student_cross_modal_attention(student_out, -1, k, text_mask)
-            for direction, queries, keys in (("text_to_image", text_mask, image_mask),
-                                             ("image_to_text", image_mask, text_mask)):
-                log_p = {who: getattr(m, "log_" + direction) for who, m in maps.items()}   # (B, nh, Q, K) each
-                rows = queries[:, None, :].expand(log_p["teacher"].shape[:3])              # (B, nh, Q)
-                uniform = keys.sum(-1).float().log()[:, None, None].expand_as(rows)        # (B, nh, Q): log(valid keys)
-                total = sums[direction]
-                total["uniform"] += uniform[rows].sum().item()
-                total["rows"] += int(rows.sum())
-                for who, lp in log_p.items():
-                    total[who] += entropy_rows(lp, keys)[rows].sum().item()
-                if "student" in log_p:
-                    total["kl"] += kl_rows(log_p["teacher"], log_p["student"], keys)[rows].sum().item()
-    for m, mode in zip(models, modes):
-        m.train(mode)
+    with eval_mode(teacher, student):
+        for batch in batches:
+            text_mask = batch["text_mask"]                                                 # bool (B, Lt)
+            with autocast_for(cfg, device):
+                fusion = teacher(batch, task, details_from=(-1,)).fusion
+                student_out = student(batch, task, details_from=(-1,)) if student is not None else None
+            for k, fused in enumerate(fusion):                                             # one joint pass per image
+                image_mask = fused.mask[:, text_mask.shape[1]:]                            # bool (B, Nv)
+                maps = {"teacher": teacher_cross_modal_attention(fused, -1, text_mask)}
+                if student_out is not None:
+                    maps["student"] = student_cross_modal_attention(student_out, -1, k, text_mask)
+                for direction, queries, keys in (("text_to_image", text_mask, image_mask),
+                                                 ("image_to_text", image_mask, text_mask)):
+                    log_p = {who: getattr(m, "log_" + direction) for who, m in maps.items()}  # (B, nh, Q, K) each
+                    rows = queries[:, None, :].expand(log_p["teacher"].shape[:3])             # (B, nh, Q)
+                    uniform = keys.sum(-1).float().log()[:, None, None].expand_as(rows)  # (B, nh, Q): log(valid keys)
+                    total = sums[direction]
+                    total["uniform"] += uniform[rows].sum().item()
+                    total["rows"] += int(rows.sum())
+                    for who, lp in log_p.items():
+                        total[who] += entropy_rows(lp, keys)[rows].sum().item()
+                    if "student" in log_p:
+                        total["kl"] += kl_rows(log_p["teacher"], log_p["student"], keys)[rows].sum().item()
     report = {}
     for direction, total in sums.items():
         report[direction] = {"teacher_entropy": total["teacher"] / total["uniform"]}
@@ -191,34 +184,32 @@ def evaluate_itm(model, batches, cfg, device):
     the binding probe: every colour of the caption masked at once ("colours_together"), against
     the best a model that sees which colours are in the picture, but not which object has which,
     can do ("colours_without_binding")."""
-    was_training = model.training
-    model.eval()
     correct, kinds = [], []
     mlm_right = mlm_total = probe_right = probe_total = unbound_right = 0
     kind_right, kind_total = [0] * len(WORD_KINDS), [0] * len(WORD_KINDS)
-    for batch in batches:
-        batch = fit_images(batch, model.config.image_size)
-        with autocast_for(cfg, device):
-            out = model(batch, "itm")
-            probe_logits = None
-            if out.mlm_logits is not None and "colour_probe_ids" in batch:
-                probe_logits = model.masked_words({**batch, "mlm_text_ids": batch["colour_probe_ids"]}, "itm")
-        correct.append(out.logits.argmax(-1) == batch["labels"])         # (B,) bool
-        kinds.append(batch["itm_kind"])
-        if out.mlm_logits is not None:
-            right, total = masked_right(out.mlm_logits, batch["mlm_labels"])
-            mlm_right, mlm_total = mlm_right + right, mlm_total + total
-            if "mlm_word_kind" in batch:
-                hit = out.mlm_logits.argmax(-1) == batch["mlm_labels"]          # (B, L) bool
-                for k in range(len(WORD_KINDS)):
-                    of_kind = batch["mlm_word_kind"] == k                       # (B, L): masked words of kind k
-                    kind_right[k] += (hit & of_kind).sum().item()
-                    kind_total[k] += of_kind.sum().item()
-        if probe_logits is not None:
-            right, total = masked_right(probe_logits, batch["colour_probe_labels"])
-            probe_right, probe_total = probe_right + right, probe_total + total
-            unbound_right += right_without_binding(batch["colour_probe_labels"])
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            batch = fit_images(batch, model.config.image_size)
+            with autocast_for(cfg, device):
+                out = model(batch, "itm")
+                probe_logits = None
+                if out.mlm_logits is not None and "colour_probe_ids" in batch:
+                    probe_logits = model.masked_words({**batch, "mlm_text_ids": batch["colour_probe_ids"]}, "itm")
+            correct.append(out.logits.argmax(-1) == batch["labels"])         # (B,) bool
+            kinds.append(batch["itm_kind"])
+            if out.mlm_logits is not None:
+                right, total = masked_right(out.mlm_logits, batch["mlm_labels"])
+                mlm_right, mlm_total = mlm_right + right, mlm_total + total
+                if "mlm_word_kind" in batch:
+                    hit = out.mlm_logits.argmax(-1) == batch["mlm_labels"]          # (B, L) bool
+                    for k in range(len(WORD_KINDS)):
+                        of_kind = batch["mlm_word_kind"] == k                       # (B, L): masked words of kind k
+                        kind_right[k] += (hit & of_kind).sum().item()
+                        kind_total[k] += of_kind.sum().item()
+            if probe_logits is not None:
+                right, total = masked_right(probe_logits, batch["colour_probe_labels"])
+                probe_right, probe_total = probe_right + right, probe_total + total
+                unbound_right += right_without_binding(batch["colour_probe_labels"])
     correct, kinds = torch.cat(correct).float(), torch.cat(kinds)
     per_kind = {name: 100 * correct[kinds == k].mean().item() for k, name in enumerate(ITM_KINDS) if (kinds == k).any()}
     metrics = {"accuracy": 100 * correct.mean().item(), "per_family": per_kind}
@@ -237,15 +228,13 @@ def evaluate_itm(model, batches, cfg, device):
 def predict_vqa(model, split: RealSplit, answers: list[str], cfg, rt, path: str) -> None:
     """The arg-max answer to every question of `split`, written by rank 0 as the evaluation server's
     results file ([{"question_id", "answer"}]). Every process answers its share of the questions."""
-    was_training = model.training
-    model.eval()
     mine, _ = shard_of(split, rt)
     predictions = []                                          # (question_id, answer) pairs
-    for batch in eval_batches(mine, cfg.eval_batch_size, rt.device):
-        with autocast_for(cfg, rt.device):
-            best = model(batch, "vqa").logits.argmax(-1).tolist()
-        predictions += [(mine.ids[i], answers[a]) for i, a in zip(batch["index"].tolist(), best)]
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in eval_batches(mine, cfg.eval_batch_size, rt.device):
+            with autocast_for(cfg, rt.device):
+                best = model(batch, "vqa").logits.argmax(-1).tolist()
+            predictions += [(mine.ids[i], answers[a]) for i, a in zip(batch["index"].tolist(), best)]
     if rt.world > 1:
         shares = [None] * rt.world
         dist.all_gather_object(shares, predictions)

@@ -38,7 +38,7 @@ from checkpoint import check_out_file, write_json
 from config import add_flags, given_values
 from data import data_preset
 from model import MODEL_SIZES, ImageEncoder, init_weights, model_config
-from runtime import allow_tf32, check_device_flags, resolve_device
+from runtime import allow_tf32, check_device_flags, eval_mode, resolve_device
 from scenes import SHAPES, SIZES, SceneConfig, render_batch, sample_scene
 
 
@@ -116,10 +116,9 @@ def per_attribute(correct: torch.Tensor, scene_cfg: SceneConfig) -> dict[str, fl
 
 @torch.no_grad()
 def evaluate(probe, images, targets, scene_cfg, batch_size=512) -> dict[str, float]:
-    probe.eval()
-    predictions = torch.cat([probe(images[i:i + batch_size]).argmax(-1)
-                             for i in range(0, len(images), batch_size)])  # (N, V)
-    probe.train()
+    with eval_mode(probe):
+        predictions = torch.cat([probe(images[i:i + batch_size]).argmax(-1)
+                                 for i in range(0, len(images), batch_size)])  # (N, V)
     return per_attribute(predictions == targets, scene_cfg)
 
 

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +48,22 @@ def uses_bf16(cfg, device) -> bool:
 def autocast_for(cfg, device):
     """bf16 autocast on CUDA (matmuls in bf16, soft-max and LayerNorm in fp32), plain fp32 on CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg, device) else nullcontext()
+
+
+@contextmanager
+def eval_mode(*models):
+    """Evaluate `models` (None entries skipped) in eval mode, then give each back the train/eval mode it
+    had, also when the evaluation raises: a frozen teacher stays in eval mode, a student in training
+    goes on training."""
+    models = [m for m in models if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
 
 
 def allow_tf32(device) -> None:

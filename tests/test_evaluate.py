@@ -125,3 +125,26 @@ def test_evaluation_gives_each_model_back_its_mode():
         model.train(training)
         evaluate_itm(model, batches, cfg, CPU)
         assert model.training is training
+
+
+def test_a_model_gets_its_mode_back_when_evaluation_raises():
+    """A stop (Ctrl-C, an unreadable image) in the middle of an evaluation must not leave a student in
+    training in eval mode (dropout off for the rest of its training), nor a frozen teacher in train mode."""
+    from runtime import eval_mode
+    split, teacher, student = split_and_models(n=10)
+    cfg, rt = TrainConfig(size="tiny"), Runtime(CPU, log=None)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for model, training in ((teacher, False), (student, True)):
+        model.train(training)
+        model.forward = stopped
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(model, split, "entailment", cfg, rt)
+        assert model.training is training
+    teacher.train(False), student.train(True)
+    with pytest.raises(ValueError), eval_mode(teacher, None, student):   # None: no student, as attention_agreement passes
+        assert not teacher.training and not student.training
+        raise ValueError
+    assert not teacher.training and student.training
