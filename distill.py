@@ -11,6 +11,7 @@ All soft-max, log and KL maths run in fp32, also under bf16 autocast.
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from teacher import CrossModalAttention, cross_modal_attention, teacher_cross_modal_attention
@@ -48,12 +49,29 @@ def kl_rows(teacher_log, student_log, key_mask):
     return torch.where(valid_keys, pointwise, torch.zeros_like(pointwise)).sum(-1)   # (B, nh, Q)
 
 
+def mean_over_global_batch(total, count):
+    """total / count, for a loss averaged over a varying number of items per batch (real words, masked words).
+
+    Under DistributedDataParallel each process holds a shard of the global batch, and DDP averages the
+    processes' gradients. Each dividing by its own count would weight the items of a shard that has
+    fewer of them more; dividing by the global count over the number of processes makes that average
+    the mean over the whole global batch, as one process computes it. (all_reduce: no host-device sync.)
+    Every process must call it, so call it in training steps only. A count of 0 divides by 1.
+    """
+    count = count.float()                                                        # () items in this shard
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        count = count.clone()
+        dist.all_reduce(count)                                                   # items in the global batch
+        count = count / dist.get_world_size()
+    return total / count.clamp(min=1)
+
+
 def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
     """KL(teacher || student) of attention rows, averaged over valid rows (query_mask: bool (B, Q))."""
     kl = kl_rows(teacher_log, student_log, key_mask)                             # (B, nh, Q)
     rows = query_mask[:, None, :].expand_as(kl)                                  # (B, nh, Q)
     # mean over batch, heads and real queries (kl[rows].mean() would make the CPU wait for the GPU to count rows)
-    return torch.where(rows, kl, 0.0).sum() / rows.sum()
+    return mean_over_global_batch(torch.where(rows, kl, 0.0).sum(), rows.sum())
 
 
 def cross_modal_attention_loss(teacher: CrossModalAttention, student: CrossModalAttention, text_mask,

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from batches import fit_images, model_images
 from data import Tokenizer
+from distill import mean_over_global_batch
 from scenes import COLOURS, RELATIONS, SHAPES, SIZES
 
 MATCHED, RANDOM, SWAPPED = 0, 1, 2
@@ -107,10 +108,11 @@ def mask_every_colour(text_ids, is_colour):
 
 def masked_language_loss(mlm_logits, labels):
     """Cross entropy of the masked words only: mlm_logits (B, L, vocab), labels (B, L) with -100
-    where nothing is masked. The sum over masked words divided by their number (0 if none)."""
+    where nothing is masked. The sum over masked words divided by their number (0 if none; under DDP,
+    their number over the global batch: distill.mean_over_global_batch)."""
     total = F.cross_entropy(mlm_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
                             reduction="sum")
-    return total / (labels != -100).sum().clamp(min=1)
+    return mean_over_global_batch(total, (labels != -100).sum())
 
 
 def itm_batch(captions, image_index, kind, other):

@@ -276,3 +276,14 @@ def test_dide_has_no_nan_under_extreme_padding():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+
+
+def test_mean_over_global_batch_in_one_process_is_the_plain_mean_and_counts_of_zero_divide_by_one():
+    """One process: total / count (tests/test_resume.py checks two processes against one)."""
+    from distill import mean_over_global_batch
+    total = torch.tensor(6.0, requires_grad=True)
+    mean = mean_over_global_batch(total, torch.tensor(4))
+    assert mean.item() == 1.5
+    mean.backward()
+    assert total.grad.item() == 0.25
+    assert mean_over_global_batch(torch.tensor(0.0), torch.tensor(0)).item() == 0.0   # nothing masked: 0, not NaN
