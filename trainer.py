@@ -90,7 +90,10 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     checkpoint's path and validation accuracy."""
     device, eval_every = rt.device, eval_every or cfg.eval_every
     stepper = model
-    if rt.world > 1:   # gradients are averaged over processes; heads of other tasks get none, hence find_unused
+    # Gradients are averaged over processes; heads of other tasks get none, hence find_unused. (Not
+    # static_graph=True: with our dataclass outputs DDP then skips the all-reduce and each process keeps
+    # its own gradients, silently; pytorch/pytorch#106690, and measured here. tests/test_resume.py would fail.)
+    if rt.world > 1:
         stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                           find_unused_parameters=True)
     stepper = torch.compile(stepper) if cfg.compile else stepper   # checkpoints always hold the plain module
