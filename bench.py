@@ -230,6 +230,7 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
     tcfg = TrainConfig(size=cfg.size, dtype=cfg.dtype)   # AdamW, clipping and autocast as in training
     frozen = freeze(FusionEncoder(mcfg).to(device))
     frozen.load_state_dict(teacher.state_dict())
+    teacher_step = torch.compile(frozen) if cfg.compile else frozen   # as train.py's distillation runs it
     trainee_teacher = FusionEncoder(mcfg).to(device)
     student_flops = flops["image"] + flops["text"] + flops["head"]
     variants = [
@@ -252,7 +253,7 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
         draw = benchmark.next if name.endswith("benchmark batches") else lambda: batch
 
         def step():
-            train_step(stepper, draw(), task, optimizer, schedule, tcfg, device, teacher=frozen, weights=weights)
+            train_step(stepper, draw(), task, optimizer, schedule, tcfg, device, teacher=teacher_step, weights=weights)
         row(name, "teacher" if model is trainee_teacher else "student",
             measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
 

@@ -87,7 +87,7 @@ class TrainConfig:
     log_every: int = 50                  # write a metrics record every this many steps
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     dtype: str = "auto"                  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
-    compile: bool = False                # torch.compile the trained model
+    compile: bool = False                # torch.compile the trained model and a distilling teacher
     out_dir: str = "runs/default"        # everything a run writes goes here
     resume: bool = True                  # continue what --out-dir holds: skip finished runs, resume a stopped one
     progress: bool = True                # tqdm progress bars
