@@ -97,7 +97,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
         stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                           find_unused_parameters=True)
     stepper = torch.compile(stepper) if cfg.compile else stepper   # checkpoints always hold the plain module
-    if cfg.compile and teacher is not None:   # the frozen teacher's forward is a third of a distillation step
+    if cfg.compile and teacher is not None:   # the frozen teacher's forward: about a quarter of a distillation step
         teacher = torch.compile(teacher)
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps)
