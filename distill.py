@@ -56,14 +56,13 @@ def mean_over_global_batch(total, count):
     processes' gradients. Each dividing by its own count would weight the items of a shard that has
     fewer of them more; dividing by the global count over the number of processes makes that average
     the mean over the whole global batch, as one process computes it. (all_reduce: no host-device sync.)
-    Every process must call it, so call it in training steps only. A count of 0 divides by 1.
+    Every process must call it, so call it in training steps only. A global count of 0 counts as 1.
     """
-    count = count.float()                                                        # () items in this shard
+    count, world = count.float(), 1                                              # () items in this shard
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        count = count.clone()
+        count, world = count.clone(), dist.get_world_size()
         dist.all_reduce(count)                                                   # items in the global batch
-        count = count / dist.get_world_size()
-    return total / count.clamp(min=1)
+    return total / (count.clamp(min=1) / world)
 
 
 def kl_over_keys(teacher_log, student_log, key_mask, query_mask):

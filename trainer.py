@@ -170,10 +170,15 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     tick, logged_at = time.perf_counter(), start - 1      # logged_at: the step of the last train record
 
     def log_train(step, grad_norm):
-        """A train record: each loss term's mean over the steps since the last record. Host-device syncs."""
+        """A train record: each loss term's mean over the steps since the last record, over the global
+        batch (under DDP each process's terms are its shard's: their mean over processes). Host-device syncs."""
         nonlocal sums, tick, logged_at
         elapsed, done = time.perf_counter() - tick, step - logged_at
-        means = {key: value.item() / done for key, value in sums.items()}
+        totals = torch.stack(list(sums.values()))                               # (terms,) summed over steps
+        if rt.world > 1:
+            dist.all_reduce(totals)
+            totals = totals / rt.world
+        means = dict(zip(sums, (totals / done).tolist()))
         rate = done * cfg.batch_size / elapsed
         bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
         rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),

@@ -258,6 +258,14 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
         for key in a["model"]:
             # measured: at most 2e-5 apart (summation order, amplified by Adam's first steps); 1e-3 with per-shard counts
             torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-4, msg=f"{run}: {key}")
+    # the train records log the global batch's loss terms, not rank 0's shard's
+    records = [map(json.loads, (tmp_path / folder / "metrics.jsonl").read_text().splitlines()) for folder in ("one", "two")]
+    logged = [{(r["run"], r["step"]): r for r in folder if r["kind"] == "train"} for folder in records]
+    assert logged[0].keys() == logged[1].keys() and len(logged[0]) >= 6
+    for key, one in logged[0].items():
+        for term in ("loss", "ground_truth", "mlm", "soft_label", "attention"):
+            if term in one:
+                assert logged[1][key][term] == pytest.approx(one[term], rel=1e-3, abs=1e-6), (key, term)
 
 
 def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_once():
