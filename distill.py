@@ -56,7 +56,8 @@ def mean_over_global_batch(total, count):
     processes' gradients. Each dividing by its own count would weight the items of a shard that has
     fewer of them more; dividing by the global count over the number of processes makes that average
     the mean over the whole global batch, as one process computes it. (all_reduce: no host-device sync.)
-    Every process must call it, so call it in training steps only. A global count of 0 counts as 1.
+    Every process must call it the same number of times in the same order, so call it in training
+    steps only. A global count of 0 counts as 1.
     """
     count, world = count.float(), 1                                              # () items in this shard
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -66,7 +67,8 @@ def mean_over_global_batch(total, count):
 
 
 def kl_over_keys(teacher_log, student_log, key_mask, query_mask):
-    """KL(teacher || student) of attention rows, averaged over valid rows (query_mask: bool (B, Q))."""
+    """KL(teacher || student) of attention rows, averaged over valid rows (query_mask: bool (B, Q));
+    under DDP over the valid rows of the global batch (mean_over_global_batch)."""
     kl = kl_rows(teacher_log, student_log, key_mask)                             # (B, nh, Q)
     rows = query_mask[:, None, :].expand_as(kl)                                  # (B, nh, Q)
     # mean over batch, heads and real queries (kl[rows].mean() would make the CPU wait for the GPU to count rows)

@@ -66,6 +66,17 @@ def eval_mode(*models):
             m.train(mode)
 
 
+COMPILED_VARIANTS = 64   # compiled graphs torch.compile may keep per function (its default: 8)
+
+
+def allow_compiled_variants() -> None:
+    """--compile: keep a compiled graph for every variant of a forward that one train.py process meets.
+    Its stages, tasks and rows call the same forward in their own ways (train or eval mode, gradients
+    on or off, with or without attention details): the teacher's meets 11 in a whole table. Past 8,
+    torch.compile's default, it would run the rest eagerly, with only a warning."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, COMPILED_VARIANTS)
+
+
 def allow_tf32(device) -> None:
     """On CUDA, let fp32 matmuls (the attention-distillation logits, all of --dtype fp32) use TF32 tensor cores."""
     if device.type == "cuda":

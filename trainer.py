@@ -27,7 +27,7 @@ from tqdm import tqdm
 from checkpoint import forget_run, load_weights, save_checkpoint
 from distill import dide_loss, ground_truth_loss
 from pretrain import masked_language_loss
-from runtime import Runtime, StopRequest, autocast_for, shard
+from runtime import Runtime, StopRequest, allow_compiled_variants, autocast_for, shard
 
 if TYPE_CHECKING:   # type hints only: train.py imports this file
     from train import TrainConfig
@@ -96,9 +96,11 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     if rt.world > 1:
         stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                           find_unused_parameters=True)
-    stepper = torch.compile(stepper) if cfg.compile else stepper   # checkpoints always hold the plain module
-    if cfg.compile and teacher is not None:   # the frozen teacher's forward: about a quarter of a distillation step
-        teacher = torch.compile(teacher)
+    if cfg.compile:
+        allow_compiled_variants()
+        stepper = torch.compile(stepper)   # checkpoints always hold the plain module
+        if teacher is not None:            # the frozen teacher's forward: about a quarter of a distillation step
+            teacher = torch.compile(teacher)
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps)
     ckpt_dir = os.path.join(cfg.out_dir, "checkpoints")
@@ -178,7 +180,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
         if rt.world > 1:
             dist.all_reduce(totals)
             totals = totals / rt.world
-        means = dict(zip(sums, (totals / done).tolist()))
+        means = {key: total / done for key, total in zip(sums, totals.tolist())}
         rate = done * cfg.batch_size / elapsed
         bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{rate:,.0f}")
         rt.write(kind="train", run=name, step=step, lr=schedule.get_last_lr()[0], grad_norm=grad_norm.item(),

@@ -246,3 +246,38 @@ def test_named_sizes_match_the_papers():
     # ViLT-B/32 has about 87 M parameters in its transformer and embeddings (task and MLM heads excluded)
     body = count_parameters(teacher) - count_parameters(teacher.heads) - count_parameters(teacher.mlm_head)
     assert 105e6 < body < 120e6    # 85 M blocks + 23 M word embeddings of a BERT vocabulary + pooler
+
+
+def test_compile_keeps_a_graph_for_every_variant_of_the_teachers_forward_that_a_table_meets():
+    """The default table calls FusionEncoder.forward in 11 ways (4 trained stages; frozen, with and without
+    attention details, for each task). torch.compile keeps 8 per function by default and runs the rest
+    eagerly; runtime.allow_compiled_variants (trainer.fit, --compile) keeps them all. Dynamo's own
+    eager backend: no code generation, so this stays quick."""
+    cache_entries = getattr(pytest.importorskip("torch._dynamo.eval_frame"), "_debug_get_cache_entry_list", None)
+    if cache_entries is None:
+        pytest.skip("this torch cannot list dynamo's cache entries")
+    from runtime import allow_compiled_variants
+    from teacher import FusionEncoder, freeze
+    cfg = model_config("tiny", vocab_size=40)
+    trained, frozen = FusionEncoder(cfg), freeze(FusionEncoder(cfg))
+    B, L = 2, 6
+
+    def batch(images):
+        return {"images": torch.randn(B, images, 3, cfg.image_size, cfg.image_size),
+                "text_ids": torch.randint(5, 40, (B, L)), "text_mask": torch.ones(B, L, dtype=torch.bool),
+                "mlm_text_ids": torch.randint(5, 40, (B, L)), "mlm_text_mask": torch.ones(B, L, dtype=torch.bool)}
+    images = {"itm": 1, "reasoning": 2, "entailment": 1, "vqa": 1}
+    limit = torch._dynamo.config.cache_size_limit
+    torch._dynamo.reset()
+    try:
+        allow_compiled_variants()
+        for task in images:                                    # each stage compiles the model it trains
+            torch.compile(trained, backend="eager")(batch(images[task]), task)
+        for task in images:                                    # the frozen teacher of each distilled row
+            for details in ({}, {"details_from": (-1,)}) if task != "itm" else ({"details_from": (-1,)},):
+                with torch.no_grad():
+                    torch.compile(frozen, backend="eager")(batch(images[task]), task, **details)
+        assert len(cache_entries(FusionEncoder.forward.__code__)) == 11
+    finally:
+        torch._dynamo.reset()
+        torch._dynamo.config.cache_size_limit = limit

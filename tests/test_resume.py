@@ -233,7 +233,7 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
 
 
 def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
-    """torchrun, gloo backend, 2 processes x 8 rows = one process x 16 rows: the same weights, for
+    """torchrun, gloo backend, 2 processes x 8 examples = one process x 16 examples: the same weights, for
     ground truth and for DiDE in both stages, and for the teacher's pre-training. The attention loss
     averages over real words, MLM over masked words: each process must divide by the global batch's
     count (distill.mean_over_global_batch), not its own, or the weights differ by about 1e-3."""
