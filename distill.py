@@ -19,12 +19,15 @@ from teacher import CrossModalAttention, cross_modal_attention, teacher_cross_mo
 
 def ground_truth_loss(task, logits, batch):
     """The baseline's loss. Cross entropy for reasoning and entailment; for VQA, ViLT's binary
-    cross entropy against soft scores, summed over answers and averaged over the batch."""
-    logits = logits.float()
+    cross entropy against soft scores, summed over answers. Averaged over the batch's examples;
+    under DDP over the global batch's (mean_over_global_batch), as real data's shards may differ
+    in size when images are skipped."""
+    logits, examples = logits.float(), logits.shape[0]
     if task == "vqa":
-        scores = batch["vqa_scores"]
-        return F.binary_cross_entropy_with_logits(logits, scores) * scores.shape[1]
-    return F.cross_entropy(logits, batch["labels"])
+        total = F.binary_cross_entropy_with_logits(logits, batch["vqa_scores"], reduction="sum")
+    else:
+        total = F.cross_entropy(logits, batch["labels"], reduction="sum")
+    return mean_over_global_batch(total, examples)
 
 
 @dataclass
@@ -50,7 +53,8 @@ def kl_rows(teacher_log, student_log, key_mask):
 
 
 def mean_over_global_batch(total, count):
-    """total / count, for a loss averaged over a varying number of items per batch (real words, masked words).
+    """total / count, for a loss averaged over a number of items that may vary per shard of a batch
+    (examples, where real data skips unreadable images; real words; masked words). count: a tensor or an int.
 
     Under DistributedDataParallel each process holds a shard of the global batch, and DDP averages the
     processes' gradients. Each dividing by its own count would weight the items of a shard that has
@@ -59,6 +63,8 @@ def mean_over_global_batch(total, count):
     Every process must call it the same number of times in the same order, so call it in training
     steps only. A global count of 0 counts as 1.
     """
+    if not torch.is_tensor(count):   # a number of examples: torch.full is a fill kernel, not a host-to-device copy
+        count = torch.full((), count, device=total.device)
     count, world = count.float(), 1                                              # () items in this shard
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         count, world = count.clone(), dist.get_world_size()
@@ -94,16 +100,20 @@ def soft_label_loss(task, student_logits, teacher_logits, temperature=1.0):
 
     Classification: T^2 * KL( softmax(z_T / T) || softmax(z_S / T) ), averaged over the batch.
     VQA (multi-label): binary cross entropy of the student's logits against the teacher's
-    sigmoids, summed over answers and averaged over the batch, like the ground-truth VQA loss.
+    sigmoids, summed over answers, like the ground-truth VQA loss. Averaged over the examples of
+    the (global) batch, as ground_truth_loss.
     """
     student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
+    examples = student_logits.shape[0]
     if task == "vqa":
         target = torch.sigmoid(teacher_logits)
-        return F.binary_cross_entropy_with_logits(student_logits, target) * student_logits.shape[1]
+        return mean_over_global_batch(F.binary_cross_entropy_with_logits(student_logits, target, reduction="sum"),
+                                      examples)
     T = temperature
     teacher_log = F.log_softmax(teacher_logits / T, dim=-1)
     student_log = F.log_softmax(student_logits / T, dim=-1)
-    return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean") * T * T
+    total = F.kl_div(student_log, teacher_log, log_target=True, reduction="sum")   # summed over examples and classes
+    return mean_over_global_batch(total, examples) * T * T
 
 
 def student_cross_modal_attention(student_out, layer, image, text_mask) -> CrossModalAttention:
@@ -113,10 +123,10 @@ def student_cross_modal_attention(student_out, layer, image, text_mask) -> Cross
     """
     text = student_out.text.attention_at(layer)
     vision = student_out.image.attention_at(layer)
-    B = text.queries.shape[0]
-    image_queries = vision.queries.unflatten(0, (B, -1))[:, image]    # (B, nh, Nv, hs)
-    image_keys = vision.keys.unflatten(0, (B, -1))[:, image]          # (B, nh, Nv, hs)
-    image_mask = student_out.image.mask.unflatten(0, (B, -1))[:, image]   # bool (B, Nv)
+    B, K = text.queries.shape[0], student_out.images_per_example
+    image_queries = vision.queries.unflatten(0, (B, K))[:, image]    # (B, nh, Nv, hs)
+    image_keys = vision.keys.unflatten(0, (B, K))[:, image]          # (B, nh, Nv, hs)
+    image_mask = student_out.image.mask.unflatten(0, (B, K))[:, image]   # bool (B, Nv)
     return cross_modal_attention(text.queries, text.keys, image_queries, image_keys, text_mask, image_mask)
 
 

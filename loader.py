@@ -231,7 +231,9 @@ class LoaderBatches:
             if self.unreadable_in_a_row >= len(self.split) // max(1, self.world):   # a whole epoch: stop, do not spin
                 raise DataError(f"no image of the training split could be read in a whole epoch; the last error: "
                                 f"{errors[0]}")
-            if len(batch["index"]):
+            # Under DDP an empty shard still takes its step, adding nothing to the global batch's losses
+            # (they divide by its count): moving on alone, this process would train on other batches.
+            if len(batch["index"]) or self.world > 1:
                 return to_device(batch, self.device)
 
     def state_dict(self) -> dict:

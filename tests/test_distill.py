@@ -287,3 +287,17 @@ def test_mean_over_global_batch_in_one_process_is_the_plain_mean_and_counts_of_z
     mean.backward()
     assert total.grad.item() == 0.25
     assert mean_over_global_batch(torch.tensor(0.0), torch.tensor(0)).item() == 0.0   # nothing masked: 0, not NaN
+    assert mean_over_global_batch(torch.tensor(6.0), 3).item() == 2.0                 # a number of examples
+
+
+@pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
+def test_an_empty_shard_trains_with_zero_loss_and_zero_gradients(task):
+    """Under DDP with real data, a process whose rows are all unreadable still takes its step with B = 0
+    (loader.LoaderBatches): both models run, every loss term is 0 and no gradient is NaN."""
+    teacher, student, batch = models_and_batch(task)
+    empty = {key: value[:0] for key, value in batch.items()}
+    loss, terms, _ = dide_loss(student, teacher, empty, task, DistillWeights(ground_truth=1.0))
+    loss.backward()
+    assert set(terms) == {"soft_label", "attention", "ground_truth"}
+    assert all(value.item() == 0.0 for value in terms.values())
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in student.parameters() if p.grad is not None)

@@ -268,6 +268,45 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
                 assert logged[1][key][term] == pytest.approx(one[term], rel=1e-3, abs=1e-6), (key, term)
 
 
+def test_ddp_with_unreadable_images_matches_one_process(tmp_path):
+    """Real data, --missing-images skip: each process drops its own unreadable rows, so the shards of a
+    batch differ in size, and one may be empty. Every loss divides by the global batch's count, and an
+    empty shard still takes its step: two processes train the weights of one. (Before, the per-example
+    losses weighed each shard the same, and a process whose whole shard was unreadable took the next
+    batch alone.)"""
+    import export
+    from data import DATA_SIZES, DataConfig
+    from loader import LoaderBatches, RealDataConfig, load_real_data
+    data_cfg = DataConfig(**{**DATA_SIZES["tiny"], "train_examples": 64, "eval_examples": 32, "workers": 1,
+                             "cache_dir": str(tmp_path / "cache")})
+    root = export.export("snli-ve", tmp_path / "snli-ve", data_cfg)
+    split = load_real_data(RealDataConfig(data="snli-ve", data_dir=str(root), val_examples=16, loader_workers=0),
+                           image_side=32, patch_size=8, max_text_len=32).splits["entailment"]["train"]
+    first_batch = [next(LoaderBatches(split, 16, 0, "cpu", rank=r, world=2).index_lists(0, 0)) for r in (0, 1)]
+    broken = {path for i in first_batch[1] for path in split.image_paths[i]}      # rank 1's whole shard
+    kept = [i for i in first_batch[0] if not set(split.image_paths[i]) & broken]  # rank 0's readable rows
+    assert 0 < len(kept) < len(first_batch[0])   # rank 0 loses some of its rows too: shards of 0 and 1..7
+    for path in broken:
+        Path(path).write_bytes(Path(path).read_bytes()[:100])                     # truncated JPEGs
+    common = ["--size", "tiny", "--data", "snli-ve", "--data-dir", str(root), "--val-examples", "16",
+              "--loader-workers", "0", "--rows", "soft+attention", "--steps", "5", "--batch-size", "16",
+              "--eval-every", "5", "--progress", "false", "--speed", "false", "--attention-figures", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert "device cpu x 2" in ddp.stdout and "skipped" in single.stderr
+    for run in ("entailment-teacher", "entailment-soft+attention"):
+        a = torch.load(tmp_path / "one" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
+        b = torch.load(tmp_path / "two" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
+        for key in a["model"]:
+            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-4, msg=f"{run}: {key}")
+
+
 def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_once():
     """torchrun and job schedulers often deliver one SIGTERM twice: that must not skip the save. A second
     signal later than StopRequest.REPEAT_S is a user insisting, and stops at once."""
