@@ -100,18 +100,18 @@ def soft_label_loss(task, student_logits, teacher_logits, temperature=1.0):
 
     Classification: T^2 * KL( softmax(z_T / T) || softmax(z_S / T) ), averaged over the batch.
     VQA (multi-label): binary cross entropy of the student's logits against the teacher's
-    sigmoids, summed over answers, like the ground-truth VQA loss. Averaged over the examples of
-    the (global) batch, as ground_truth_loss.
+    sigmoids, summed over answers, like the ground-truth VQA loss.
+    Both are averaged over the examples of the global batch, as ground_truth_loss.
     """
     student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     examples = student_logits.shape[0]
     if task == "vqa":
-        target = torch.sigmoid(teacher_logits)
-        return mean_over_global_batch(F.binary_cross_entropy_with_logits(student_logits, target, reduction="sum"),
-                                      examples)
+        target = torch.sigmoid(teacher_logits)                                           # (B, A)
+        total = F.binary_cross_entropy_with_logits(student_logits, target, reduction="sum")
+        return mean_over_global_batch(total, examples)
     T = temperature
-    teacher_log = F.log_softmax(teacher_logits / T, dim=-1)
-    student_log = F.log_softmax(student_logits / T, dim=-1)
+    teacher_log = F.log_softmax(teacher_logits / T, dim=-1)                              # (B, classes)
+    student_log = F.log_softmax(student_logits / T, dim=-1)                              # (B, classes)
     total = F.kl_div(student_log, teacher_log, log_target=True, reduction="sum")   # summed over examples and classes
     return mean_over_global_batch(total, examples) * T * T
 
@@ -123,7 +123,7 @@ def student_cross_modal_attention(student_out, layer, image, text_mask) -> Cross
     """
     text = student_out.text.attention_at(layer)
     vision = student_out.image.attention_at(layer)
-    B, K = text.queries.shape[0], student_out.images_per_example
+    B, K = text.queries.shape[0], student_out.images_per_example   # K named, not -1: B may be 0 (an empty DDP shard)
     image_queries = vision.queries.unflatten(0, (B, K))[:, image]    # (B, nh, Nv, hs)
     image_keys = vision.keys.unflatten(0, (B, K))[:, image]          # (B, nh, Nv, hs)
     image_mask = student_out.image.mask.unflatten(0, (B, K))[:, image]   # bool (B, Nv)

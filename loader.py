@@ -190,7 +190,8 @@ class LoaderBatches:
 
     The order of epoch e is a permutation drawn from (seed, e) alone, so a resumed run needs
     only (epoch, position) to continue exactly. Under DDP each process loads only its own rows
-    of the global batch (`per_process`: trainer.fit does not shard them again).
+    of the global batch (`per_process`: trainer.fit does not shard them again), and a process
+    whose rows are all unreadable gets an empty batch (B = 0), so that every process steps alike.
     """
     per_process = True
 

@@ -386,7 +386,7 @@ class ModelOutput:
     image: EncoderOutput | None = None         # student: the image tower's output, images of an example flattened (B*K, Nv, C)
     fusion: list[EncoderOutput] | None = None  # teacher: one joint output per image of the example
     mlm_logits: torch.Tensor | None = None     # teacher pre-training: (B, L, vocab), a word score per text position
-    images_per_example: int = 1                # student: K (reasoning: 2), to unflatten `image` also when B is 0
+    images_per_example: int = 1                # K (reasoning: 2): unflattens `image`, also when B is 0
 
 
 class DualEncoder(nn.Module):
@@ -430,7 +430,8 @@ class DualEncoder(nn.Module):
         text = self.encode_text(batch["text_ids"], batch["text_mask"], **details)
         pixel_mask = pixel_mask.flatten(0, 1) if pixel_mask is not None else None
         image = self.encode_image(images.flatten(0, 1), pixel_mask, **details)  # (B*K, Nv, C): K images encoded as a batch
-        image_cls = image.hidden[:, 0].view(B, K, self.config.n_embd)           # (B, K, C)
+        # (B, K, C); C named, not -1: a DDP process whose real images were all unreadable has B = 0
+        image_cls = image.hidden[:, 0].view(B, K, self.config.n_embd)
         logits = self.classify(task, text.hidden[:, 0], image_cls)
         return ModelOutput(logits, text=text, image=image, images_per_example=K)
 

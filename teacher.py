@@ -92,7 +92,8 @@ class FusionEncoder(nn.Module):
                             None if pixel_mask is None else pixel_mask[:, k], **details)
                   for k in range(K)]
         pooled = torch.cat([self.pool(f) for f in fusion], dim=-1)                     # (B, K*C)
-        return ModelOutput(self.heads[task](pooled), fusion=fusion, mlm_logits=self.masked_words(batch, task))
+        return ModelOutput(self.heads[task](pooled), fusion=fusion, mlm_logits=self.masked_words(batch, task),
+                           images_per_example=K)
 
     def masked_words(self, batch, task):
         """Pre-training batches with masked captions (pretrain.py): a second joint pass over each

@@ -173,7 +173,8 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
 
     def log_train(step, grad_norm):
         """A train record: each loss term's mean over the steps since the last record, over the global
-        batch (under DDP each process's terms are its shard's: their mean over processes). Host-device syncs."""
+        batch (under DDP each process's term is its shard's sum over the global count / processes, so
+        their mean over processes is the global batch's mean). Host-device syncs."""
         nonlocal sums, tick, logged_at
         elapsed, done = time.perf_counter() - tick, step - logged_at
         totals = torch.stack(list(sums.values()))                               # (terms,) summed over steps

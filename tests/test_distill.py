@@ -290,14 +290,28 @@ def test_mean_over_global_batch_in_one_process_is_the_plain_mean_and_counts_of_z
     assert mean_over_global_batch(torch.tensor(6.0), 3).item() == 2.0                 # a number of examples
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])   # .ci/gpu runs this test on the GPU
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pixel_mask", [False, True], ids=["benchmark", "photographs"])
 @pytest.mark.parametrize("task", ["reasoning", "entailment", "vqa"])
-def test_an_empty_shard_trains_with_zero_loss_and_zero_gradients(task):
+def test_an_empty_shard_trains_with_zero_loss_and_zero_gradients(task, pixel_mask, device):
     """Under DDP with real data, a process whose rows are all unreadable still takes its step with B = 0
-    (loader.LoaderBatches): both models run, every loss term is 0 and no gradient is NaN."""
+    (loader.LoaderBatches; its images are then (0, K, patch, patch), with a pixel mask): both models run
+    (on CUDA under bf16 autocast, as in training), every loss term is 0 and every gradient is zero."""
     teacher, student, batch = models_and_batch(task)
-    empty = {key: value[:0] for key, value in batch.items()}
-    loss, terms, _ = dide_loss(student, teacher, empty, task, DistillWeights(ground_truth=1.0))
+    teacher, student = teacher.to(device), student.to(device)
+    empty = {key: value[:0].to(device) for key, value in batch.items()}
+    if pixel_mask:
+        K = batch["images"].shape[1]
+        empty["images"] = torch.zeros(0, K, 3, 8, 8, device=device)
+        empty["pixel_mask"] = torch.zeros(0, K, 8, 8, dtype=torch.bool, device=device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        loss, terms, _ = dide_loss(student, teacher, empty, task, DistillWeights(ground_truth=1.0))
     loss.backward()
     assert set(terms) == {"soft_label", "attention", "ground_truth"}
     assert all(value.item() == 0.0 for value in terms.values())
-    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in student.parameters() if p.grad is not None)
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert len(grads) > len(list(student.parameters())) // 2   # the towers and this task's head have gradients
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
