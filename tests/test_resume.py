@@ -232,6 +232,29 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert last["step"] == 5 and all(torch.isfinite(v).all() for v in last["model"].values())
 
 
+def train_in_one_and_two_processes(common, tmp_path):
+    """train.py with the flags `common` in one process (tmp_path/one) and under torchrun in two, gloo
+    backend (tmp_path/two); one thread each. Both must succeed. Returns the two CompletedProcesses."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    return single, ddp
+
+
+def assert_same_weights(tmp_path, runs):
+    """Each run's last checkpoint holds the same weights in tmp_path/one and tmp_path/two."""
+    for run in runs:
+        a = torch.load(tmp_path / "one" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
+        b = torch.load(tmp_path / "two" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
+        for key in a["model"]:
+            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-4, msg=f"{run}: {key}")
+
+
 def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     """torchrun, gloo backend, 2 processes x 8 examples = one process x 16 examples: the same weights, for
     ground truth and for DiDE in both stages, and for the teacher's pre-training. The attention loss
@@ -241,23 +264,12 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
               "--pretrain-steps", "4", "--pretrain-eval-every", "4", "--steps", "6", "--batch-size", "16",
               "--eval-every", "6", "--eval-examples", "64", "--progress", "false", "--speed", "false",
               "--attention-figures", "false", "--cache-dir", str(tmp_path / "cache")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single, ddp = train_in_one_and_two_processes(common, tmp_path)
     assert "device cpu x 2" in ddp.stdout                        # two processes took part
     assert ddp.stdout.count("test accuracy") == 4                # only rank 0 prints: teacher and three rows
-    for run in ("pretrain-teacher", "entailment-teacher", "entailment-dual", "entailment-soft+attention",
-                "pretrain-student", "entailment-pretrain+soft+attention"):
-        a = torch.load(tmp_path / "one" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
-        b = torch.load(tmp_path / "two" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
-        for key in a["model"]:
-            # measured: at most 2e-5 apart (summation order, amplified by Adam's first steps); 1e-3 with per-shard counts
-            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-4, msg=f"{run}: {key}")
+    # measured: at most 2e-5 apart (summation order, amplified by Adam's first steps); 1e-3 with per-shard counts
+    assert_same_weights(tmp_path, ("pretrain-teacher", "entailment-teacher", "entailment-dual",
+                                   "entailment-soft+attention", "pretrain-student", "entailment-pretrain+soft+attention"))
     # the train records log the global batch's loss terms, not rank 0's shard's
     records = [map(json.loads, (tmp_path / folder / "metrics.jsonl").read_text().splitlines()) for folder in ("one", "two")]
     logged = [{(r["run"], r["step"]): r for r in folder if r["kind"] == "train"} for folder in records]
@@ -291,20 +303,9 @@ def test_ddp_with_unreadable_images_matches_one_process(tmp_path):
     common = ["--size", "tiny", "--data", "snli-ve", "--data-dir", str(root), "--val-examples", "16",
               "--loader-workers", "0", "--rows", "soft+attention", "--steps", "5", "--batch-size", "16",
               "--eval-every", "5", "--progress", "false", "--speed", "false", "--attention-figures", "false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "train.py", *common, "--out-dir", str(tmp_path / "one")],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "train.py", *common, "--out-dir", str(tmp_path / "two")],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single, ddp = train_in_one_and_two_processes(common, tmp_path)
     assert "device cpu x 2" in ddp.stdout and "skipped" in single.stderr
-    for run in ("entailment-teacher", "entailment-soft+attention"):
-        a = torch.load(tmp_path / "one" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
-        b = torch.load(tmp_path / "two" / "checkpoints" / f"{run}-seed0-last.pt", weights_only=True)
-        for key in a["model"]:
-            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-4, msg=f"{run}: {key}")
+    assert_same_weights(tmp_path, ("entailment-teacher", "entailment-soft+attention"))   # 8e-6; 3e-3 before
 
 
 def test_a_stop_signal_delivered_twice_is_one_request_and_a_later_one_stops_at_once():
