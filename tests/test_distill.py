@@ -145,6 +145,16 @@ def test_ground_truth_classification_is_cross_entropy():
     assert ground_truth_loss("entailment", logits, {"labels": labels}).item() == pytest.approx(by_hand, rel=1e-5)
 
 
+def test_ground_truth_vqa_is_bce_against_soft_scores_summed_over_answers():
+    """ViLT's VQA loss: binary cross entropy against the VQA soft scores, summed over answers, mean over examples."""
+    g = torch.Generator().manual_seed(0)
+    logits, scores = torch.randn(4, 6, generator=g), torch.tensor([0.0, 0.3, 0.6, 0.9, 1.0, 0.0]).repeat(4, 1)
+    q = torch.sigmoid(logits)
+    by_hand = sum(-(s * math.log(p) + (1 - s) * math.log(1 - p))
+                  for row_s, row_q in zip(scores.tolist(), q.tolist()) for s, p in zip(row_s, row_q)) / 4
+    assert ground_truth_loss("vqa", logits, {"vqa_scores": scores}).item() == pytest.approx(by_hand, rel=1e-5)
+
+
 def test_soft_labels_vqa_is_bce_against_teacher_sigmoids():
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
