@@ -313,10 +313,10 @@ def test_an_empty_shard_trains_with_zero_loss_and_zero_gradients(task, pixel_mas
     teacher, student, batch = models_and_batch(task)
     teacher, student = teacher.to(device), student.to(device)
     empty = {key: value[:0].to(device) for key, value in batch.items()}
-    if pixel_mask:
-        K = batch["images"].shape[1]
-        empty["images"] = torch.zeros(0, K, 3, 8, 8, device=device)
-        empty["pixel_mask"] = torch.zeros(0, K, 8, 8, dtype=torch.bool, device=device)
+    if pixel_mask:   # loader.collate of a batch without a readable image: one patch of black
+        K, p = batch["images"].shape[1], student.config.patch_size
+        empty["images"] = torch.zeros(0, K, 3, p, p, device=device)
+        empty["pixel_mask"] = torch.zeros(0, K, p, p, dtype=torch.bool, device=device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
         loss, terms, _ = dide_loss(student, teacher, empty, task, DistillWeights(ground_truth=1.0))
     loss.backward()
