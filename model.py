@@ -108,8 +108,8 @@ class Attention(nn.Module):
         allowed = key_mask[:, None, None, :]                            # (B, 1, 1, T), broadcast over heads and queries
         dropout_p = self.dropout if self.training else 0.0
 
-        probs = None
-        if want_probs:
+        # B = 0 (an empty DDP shard) is written out too: some fused kernels refuse it (pytorch/pytorch#133780)
+        if want_probs or B == 0:
             # Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + mask) V, written out; soft-max in fp32
             scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(self.head_size)  # (B, nh, T, T)
             scores = scores.masked_fill(~allowed, float("-inf"))
@@ -120,7 +120,7 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, T, C)                                     # re-assemble heads
         y = F.dropout(self.proj(y), dropout_p, self.training)
-        details = AttentionDetails(q, k, probs) if (want_qk or want_probs) else None
+        details = AttentionDetails(q, k, probs if want_probs else None) if (want_qk or want_probs) else None
         return y, details
 
 

@@ -63,6 +63,31 @@ def test_attention_equals_scaled_dot_product_attention(want_probs):
 
 
 @pytest.mark.parametrize("Model", [DualEncoder, FusionEncoder])
+def test_an_empty_batch_never_reaches_the_fused_kernel(Model, monkeypatch):
+    """B = 0 (an empty DDP shard) takes the written-out attention: flash and cuDNN kernels have refused
+    a batch of 0 (pytorch/pytorch#133780). Here the fused function refuses it as they do."""
+    fused, batch_sizes = F.scaled_dot_product_attention, []
+
+    def refusing_empty_batches(q, *args, **kwargs):
+        batch_sizes.append(q.shape[0])
+        if q.shape[0] == 0:
+            raise RuntimeError("batch size must be positive")
+        return fused(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", refusing_empty_batches)
+    cfg = tiny_config()
+    model = Model(cfg).train()
+    batch = random_batch(cfg, "reasoning")
+    out = model({key: value[:0] for key, value in batch.items()}, "reasoning", details_from=(-1,))
+    assert out.logits.shape == (0, 2)
+    out.logits.sum().backward()   # and back: every gradient an empty sum, zero
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)
+    assert batch_sizes == []
+    model(batch, "reasoning")   # a real batch still takes the fused path, in every layer
+    assert len(batch_sizes) == 2 * cfg.n_layer   # two towers, or the teacher's pass over each image
+
+
+@pytest.mark.parametrize("Model", [DualEncoder, FusionEncoder])
 @pytest.mark.parametrize("task", list(TASK_CLASSES))
 def test_heads_output_shapes(Model, task):
     cfg = tiny_config()
