@@ -92,7 +92,7 @@ def fit(name, model, task, batches, validate, steps, cfg: TrainConfig, rt: Runti
     stepper = model
     # Gradients are averaged over processes; heads of other tasks get none, hence find_unused. (Not
     # static_graph=True: with our dataclass outputs DDP then skips the all-reduce and each process keeps
-    # its own gradients, silently; pytorch/pytorch#106690, and measured here. tests/test_resume.py would fail.)
+    # its own gradients, silently; pytorch/pytorch#106690, and measured here: tests/test_processes.py fails.)
     if rt.world > 1:
         stepper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                           find_unused_parameters=True)

@@ -289,7 +289,7 @@ def test_dide_has_no_nan_under_extreme_padding():
 
 
 def test_mean_over_global_batch_in_one_process_is_the_plain_mean_and_counts_of_zero_divide_by_one():
-    """One process: total / count (tests/test_resume.py checks two processes against one)."""
+    """One process: total / count (tests/test_processes.py checks two processes against one)."""
     from distill import mean_over_global_batch
     total = torch.tensor(6.0, requires_grad=True)
     mean = mean_over_global_batch(total, torch.tensor(4))

@@ -1,5 +1,5 @@
 """The training program: it learns, its flags are checked, and it runs end to end at the tiny size.
-Stopping, resuming and several processes are in test_resume.py."""
+Stopping and resuming are in test_resume.py, several processes in test_processes.py."""
 
 import json
 import math
