@@ -81,7 +81,8 @@ def test_an_empty_batch_never_reaches_the_fused_kernel(Model, monkeypatch):
     out = model({key: value[:0] for key, value in batch.items()}, "reasoning", details_from=(-1,))
     assert out.logits.shape == (0, 2)
     out.logits.sum().backward()   # and back: every gradient an empty sum, zero
-    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.equal(g, torch.zeros_like(g)) for g in grads)
     assert batch_sizes == []
     model(batch, "reasoning")   # a real batch still takes the fused path, in every layer
     assert len(batch_sizes) == 2 * cfg.n_layer   # two towers, or the teacher's pass over each image
