@@ -108,19 +108,21 @@ class Attention(nn.Module):
         allowed = key_mask[:, None, None, :]                            # (B, 1, 1, T), broadcast over heads and queries
         dropout_p = self.dropout if self.training else 0.0
 
+        probs = None
         # B = 0 (an empty DDP shard) is written out too: some fused kernels refuse it (pytorch/pytorch#133780)
         if want_probs or B == 0:
             # Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + mask) V, written out; soft-max in fp32
             scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(self.head_size)  # (B, nh, T, T)
             scores = scores.masked_fill(~allowed, float("-inf"))
-            probs = scores.softmax(dim=-1)                                          # (B, nh, T, T)
-            y = F.dropout(probs.to(v.dtype), dropout_p, self.training) @ v           # (B, nh, T, hs)
+            attention = scores.softmax(dim=-1)                                      # (B, nh, T, T)
+            y = F.dropout(attention.to(v.dtype), dropout_p, self.training) @ v       # (B, nh, T, hs)
+            probs = attention if want_probs else None                                # handed back only when asked for
         else:
             # the same formula, fused: PyTorch picks a flash / memory-efficient kernel
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, T, C)                                     # re-assemble heads
         y = F.dropout(self.proj(y), dropout_p, self.training)
-        details = AttentionDetails(q, k, probs if want_probs else None) if (want_qk or want_probs) else None
+        details = AttentionDetails(q, k, probs) if (want_qk or want_probs) else None
         return y, details
 
 
