@@ -5,7 +5,8 @@ fusion teacher's predictions (soft labels) and from its cross-modal attention (C
 
     L = w_soft * L_soft + w_attention * L_CAD + w_gt * L_gt      (released recipe: 1, 1, 0)
 
-All soft-max, log and KL maths run in fp32, also under bf16 autocast.
+All soft-max, log and KL maths run in fp32, also under bf16 autocast (their inputs, the
+models' queries and keys, come from bf16 projections there: about 3 significant digits).
 """
 
 from dataclasses import dataclass
@@ -44,12 +45,12 @@ def kl_rows(teacher_log, student_log, key_mask):
         KL(p || q) = sum_j p_j (log p_j - log q_j)
 
     teacher_log, student_log: (B, nh, Q, K) log-probabilities, -inf at padded keys; key_mask: bool
-    (B, K). Padded keys are excluded with torch.where rather than multiplied by zero:
-    0 * (-inf - -inf) would be NaN.
+    (B, K). Padded keys are excluded with torch.where rather than multiplied by zero: there
+    -inf - -inf is NaN, and 0 * NaN is NaN, in the loss and in the gradients of both arguments.
     """
     valid_keys = key_mask[:, None, None, :]                                      # (B, 1, 1, K)
-    pointwise = teacher_log.exp() * (teacher_log - student_log)                  # (B, nh, Q, K)
-    return torch.where(valid_keys, pointwise, torch.zeros_like(pointwise)).sum(-1)   # (B, nh, Q)
+    log_ratio = torch.where(valid_keys, teacher_log - student_log, 0.0)          # (B, nh, Q, K), 0 at padded keys
+    return (teacher_log.exp() * log_ratio).sum(-1)                               # (B, nh, Q)
 
 
 def mean_over_global_batch(total, count):

@@ -106,6 +106,17 @@ def test_gradients_reach_every_student_query_and_key():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in s_parts)
 
 
+def test_padded_keys_give_finite_gradients_to_both_distributions():
+    """The loss is safe for a teacher that is trained too (mutual learning, a test's teacher): at a padded
+    key both log-probabilities are -inf, and no NaN of -inf - -inf may reach either gradient."""
+    (t_parts, mask), (s_parts, _) = random_cross(seed=0), random_cross(seed=1)
+    parts = [p.requires_grad_() for p in t_parts + s_parts]
+    image_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    teacher, student = (cross_modal_attention(*p, mask, image_mask) for p in (parts[:4], parts[4:]))
+    cross_modal_attention_loss(teacher, student, mask, image_mask).backward()
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in parts)
+
+
 def test_kl_over_keys_handles_fully_masked_extremes():
     log_p = torch.full((1, 1, 2, 3), float("-inf"))
     log_p[..., 0] = 0.0   # all mass on key 0, the others padded
