@@ -50,7 +50,7 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H
 class BenchConfig:
     size: str = "small"                # model size: tiny, mini, small, vilt-b32
     batch_size: int = 256              # pairs (or questions) per timed call
-    text_len: int = 16                 # tokens per text, [CLS] and [SEP] included
+    text_len: int = 16                 # tokens per text, [CLS] and [SEP] included (train.py pads to --max-text-len)
     vocab_size: int = 128              # word vocabulary of the random models
     num_answers: int = 32              # VQA answers of the random models
     questions_per_image: int = 5       # the per-image regime's questions per image
@@ -148,9 +148,9 @@ def resident_split(mcfg, cfg, device):
 def run(cfg: BenchConfig):
     device = resolve_device(cfg)
     measure = timer(device)
-    mcfg = model_config(cfg.size, vocab_size=cfg.vocab_size, num_answers=cfg.num_answers)
-    if cfg.text_len > mcfg.max_text_len:
-        raise SystemExit(f"error: --text-len {cfg.text_len} exceeds the {cfg.size} size's max_text_len {mcfg.max_text_len}")
+    # the text positions fit --text-len (train.py sizes them to the data's --max-text-len the same way)
+    mcfg = model_config(cfg.size, vocab_size=cfg.vocab_size, num_answers=cfg.num_answers,
+                        max_text_len=max(MODEL_SIZES[cfg.size]["max_text_len"], cfg.text_len))
     torch.manual_seed(0)
     teacher, student = FusionEncoder(mcfg).to(device).eval(), DualEncoder(mcfg).to(device).eval()
     run_teacher = torch.compile(teacher) if cfg.compile else teacher

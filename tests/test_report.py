@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import report
 
@@ -119,3 +120,21 @@ def test_a_breakdown_that_older_runs_lack_averages_the_runs_that_have_it():
     table = report.results_table(results, ["entailment"], ["teacher"], [0, 1])
     assert "| B1 | 62.0 ± 2.8 |" in table
     assert "| image with curtain | 58.0 (n=1) |" in table
+
+
+def test_the_speed_column_times_texts_as_long_as_the_runs(monkeypatch):
+    """The run's models read every text padded to its --max-text-len: the student's text tower costs that
+    length, so the speed-up is timed at it (bench.py's own default, 16 tokens, would flatter the student)."""
+    import types
+    import bench
+    from train import TrainConfig
+    timed = []
+
+    def spy(cfg):
+        timed.append(cfg)
+        return real_run(cfg)
+    real_run, data = bench.run, types.SimpleNamespace(tokenizer=[0] * 40, max_text_len=40, num_classes=lambda task: 7)
+    monkeypatch.setattr(bench, "run", spy)
+    speedups = report.inference_speedups(TrainConfig(size="tiny", eval_batch_size=8), data, torch.device("cpu"))
+    assert [(c.text_len, c.vocab_size, c.num_answers, c.compile) for c in timed] == [(40, 40, 7, False)]
+    assert speedups["teacher"] == "1.0x" and speedups["student"].endswith("x (images pre-computed)")
