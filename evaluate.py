@@ -25,8 +25,10 @@ from teacher import teacher_cross_modal_attention
 
 
 def vqa_accuracy(logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """The soft score of the arg-max answer, float [B]; equal to the official VQA accuracy
-    (the mean over the ten leave-one-annotator-out subsets of min(1, matches / 3))."""
+    """The soft score of the arg-max answer, float [B]; for ten annotators it equals the official VQA
+    accuracy (the mean over the ten leave-one-annotator-out subsets of min(1, matches / 3)), but for
+    one quirk of the official script: it skips normalising the answers when all ten agree
+    (metrics.vqa_official_accuracy keeps it; README, "VQA v2")."""
     return scores.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
 
 

@@ -24,12 +24,12 @@ from loader import RealDataConfig
 
 def mean_std(values, expected: int):
     """'mean ± std' (sample std) of the values found; '-' for none; '(n=k)' when fewer than `expected`
-    were found (one value has no spread: just the value)."""
+    were found. One value has no spread: just the value (a run of one seed prints no '± 0.0')."""
     if not values:
         return "-"
     mean = sum(values) / len(values)
     if len(values) == 1:
-        return f"{mean:.1f}" + (" (n=1)" if expected > 1 else " ± 0.0")
+        return f"{mean:.1f}" + (" (n=1)" if expected > 1 else "")
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
     return f"{mean:.1f} ± {std:.1f}" + (f" (n={len(values)})" if len(values) < expected else "")
 
