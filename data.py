@@ -384,13 +384,16 @@ def vqa_soft_scores(annotators: torch.Tensor, num_answers: int) -> torch.Tensor:
     return torch.tensor(SOFT_SCORE)[counts.clamp(max=len(SOFT_SCORE) - 1)]
 
 
-def _pad(ids: torch.Tensor, texts: list[str], max_len: int) -> torch.Tensor:
-    """long [N, l] -> [N, max_len]; a text longer than max_len is an error (one line), not a cut."""
+def _pad(ids: torch.Tensor, texts: list[str], max_len: int, width: int | None = None) -> torch.Tensor:
+    """long [N, l] -> [N, width], width None: the longest text's length. A text longer than max_len
+    is an error (one line), not a cut. Padded to the longest text, not to max_len: a model's cost
+    grows with the text's length, and padding never changes its answer (tests/test_model.py)."""
     lengths = (ids != Tokenizer.PAD).sum(dim=1)
     if len(ids) and int(lengths.max()) > max_len:
         i = int(lengths.argmax())
         raise SystemExit(f"error: --max-text-len {max_len}: a text needs {int(lengths[i])} tokens: {texts[i]!r}")
-    return torch.nn.functional.pad(ids[:, :max_len], (0, max(0, max_len - ids.shape[1])))
+    width = width or (int(lengths.max()) if len(ids) else 1)
+    return torch.nn.functional.pad(ids[:, :width], (0, max(0, width - ids.shape[1])))
 
 
 def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benchmark:
@@ -418,8 +421,10 @@ def build_benchmark(cfg: DataConfig, tasks=TASKS, progress: bool = True) -> Benc
                 curtain=r.curtain[r.image_index[:, 0]] if t == "entailment" else None)   # bool [N], of its image
             start += len(r.images)
         captions = [c for t in tasks for c in raw[t].captions]
-        caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len) for t in tasks])
-        swapped_ids = torch.cat([_pad(raw[t].swapped_caption_ids, raw[t].swapped_captions, cfg.max_text_len)
+        width = max(int((ids != Tokenizer.PAD).sum(1).max()) for t in tasks
+                    for ids in (raw[t].caption_ids, raw[t].swapped_caption_ids))   # one for every caption
+        caption_ids = torch.cat([_pad(raw[t].caption_ids, raw[t].captions, cfg.max_text_len, width) for t in tasks])
+        swapped_ids = torch.cat([_pad(raw[t].swapped_caption_ids, raw[t].swapped_captions, cfg.max_text_len, width)
                                  for t in tasks])
         bench.captions[s] = CaptionSplit(images, caption_ids, swapped_ids, captions)
     return bench

@@ -228,10 +228,11 @@ def draw_attention(teacher, student_result, task, bench, cfg, device, examples=3
 
 def inference_speedups(cfg, bench, device):
     """Inference throughput relative to the teacher, images pre-computed, from bench.py's code: one image
-    and one text per example, the text as long as the run's (its models read every text padded to
-    that length), compiled if the run was."""
+    and one text per example, the text as long as the run's test texts are padded (the longest of its
+    tasks), compiled if the run was."""
     from bench import BenchConfig, run
-    bench_cfg = BenchConfig(size=cfg.size, batch_size=min(256, cfg.eval_batch_size), text_len=bench.max_text_len,
+    text_len = max(splits["test"].text_ids.shape[1] for splits in bench.splits.values())
+    bench_cfg = BenchConfig(size=cfg.size, batch_size=min(256, cfg.eval_batch_size), text_len=text_len,
                             vocab_size=len(bench.tokenizer), num_answers=bench.num_classes("vqa"), train=False,
                             device=str(device), dtype=cfg.dtype, compile=cfg.compile,
                             repeats=5 if device.type == "cpu" else 20, retrieval_images=8, retrieval_texts=8)

@@ -157,7 +157,7 @@ def test_make_batch_shapes_and_mask(bench):
         assert b["images"].dtype == torch.float32 and -1 <= b["images"].min() and b["images"].max() <= 1
         expected = split.images[split.image_index[5, 0]].permute(2, 0, 1).float() / 255
         assert torch.allclose(b["images"][2, 0], (expected - 0.5) / 0.5)
-        assert b["text_ids"].shape == (3, cfg.max_text_len) and b["text_mask"].dtype == torch.bool
+        assert b["text_ids"].shape == (3, split.text_ids.shape[1]) and b["text_mask"].dtype == torch.bool
         assert torch.equal(b["text_mask"], b["text_ids"] != 0) and b["text_mask"][:, 0].all()
         assert torch.equal(b["labels"], split.labels[index])
         assert ("vqa_scores" in b) == (task == "vqa")
@@ -244,6 +244,20 @@ def test_each_entailment_example_knows_whether_its_image_has_a_curtain(raw, benc
     assert split.curtain[neutral].all() and neutral[split.curtain].any()
     assert set(split.labels[~split.curtain].tolist()) == {programs.ENTAILMENT_LABELS.index(x)
                                                                for x in ("entailment", "contradiction")}
+
+
+def test_each_split_is_padded_to_its_longest_text_not_to_max_text_len(bench):
+    """A model's cost grows with the text's length: no column may be padding in every row. --max-text-len
+    is a cap (and the size of the models' position table), so raising it changes no split."""
+    wider = build_benchmark(replace(bench.config, max_text_len=64), progress=False)
+    for splits, wide_splits in ((bench.splits[t], wider.splits[t]) for t in TASKS):
+        for name, split in splits.items():
+            lengths = (split.text_ids != 0).sum(1)
+            assert split.text_ids.shape[1] == lengths.max() < bench.config.max_text_len, name
+            assert torch.equal(split.text_ids, wide_splits[name].text_ids)
+    for name, captions in bench.captions.items():   # captions and their colour-swapped twins share one width
+        lengths = torch.cat([(captions.text_ids != 0).sum(1), (captions.swapped_ids != 0).sum(1)])
+        assert captions.text_ids.shape[1] == captions.swapped_ids.shape[1] == lengths.max(), name
 
 
 def test_too_long_text_raises(bench):

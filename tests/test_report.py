@@ -123,8 +123,8 @@ def test_a_breakdown_that_older_runs_lack_averages_the_runs_that_have_it():
 
 
 def test_the_speed_column_times_texts_as_long_as_the_runs(monkeypatch):
-    """The run's models read every text padded to its --max-text-len: the student's text tower costs that
-    length, so the speed-up is timed at it (bench.py's own default, 16 tokens, would flatter the student)."""
+    """The student's text tower costs the length its texts are padded to, so the speed-up is timed at the
+    run's (the longest of its tasks' test splits; bench.py's own default, 16 tokens, could flatter it)."""
     import types
     import bench
     from train import TrainConfig
@@ -133,7 +133,9 @@ def test_the_speed_column_times_texts_as_long_as_the_runs(monkeypatch):
     def spy(cfg):
         timed.append(cfg)
         return real_run(cfg)
-    real_run, data = bench.run, types.SimpleNamespace(tokenizer=[0] * 40, max_text_len=40, num_classes=lambda task: 7)
+    splits = {task: {"test": types.SimpleNamespace(text_ids=torch.zeros(3, length))} for task, length in
+              (("vqa", 40), ("entailment", 24))}
+    real_run, data = bench.run, types.SimpleNamespace(tokenizer=[0] * 40, splits=splits, num_classes=lambda task: 7)
     monkeypatch.setattr(bench, "run", spy)
     speedups = report.inference_speedups(TrainConfig(size="tiny", eval_batch_size=8), data, torch.device("cpu"))
     assert [(c.text_len, c.vocab_size, c.num_answers, c.compile) for c in timed] == [(40, 40, 7, False)]
