@@ -38,6 +38,8 @@ def resolve_device(cfg):
         raise SystemExit(f"error: --device {cfg.device}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise SystemExit(f"error: --device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "cuda" and device.index is not None:   # what names no GPU (CUDA events, streams) runs there too
+        torch.cuda.set_device(device)
     return device
 
 
