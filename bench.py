@@ -112,7 +112,20 @@ def flops_per_sample(teacher, student, task, text_len):
             "text": encoder_flops(cfg.n_layer, h, cfg.mlp_ratio, text_len),
             "head": linear_flops(student.fuse) + linear_flops(student.heads[task]),
             # one distilled layer's cross-modal Q K^T blocks, text-to-image and image-to-text (DiDE's last layer)
-            "cross_attention": 2 * 2 * text_len * Nv * h}
+            "cross_attention": 2 * 2 * text_len * Nv * h,
+            "patch": patch}
+
+
+def training_flops(flops) -> dict:
+    """FLOPs per sample of each training step of train_rows: backward costs twice the forward (the
+    gradients of the inputs and of the weights), except at the patch embedding, whose input (pixels)
+    needs no gradient; distillation adds the frozen teacher's forward and the cross-modal maps
+    (the teacher's once, the student's forward and backward)."""
+    student = flops["image"] + flops["text"] + flops["head"]
+    return {"teacher": 3 * flops["teacher"] - flops["patch"],
+            "ground truth": 3 * student - flops["patch"],
+            "soft labels": 3 * student - flops["patch"] + flops["teacher"],
+            "soft labels + attention": 3 * student - flops["patch"] + flops["teacher"] + 4 * flops["cross_attention"]}
 
 
 def gpu_peak(name: str) -> float | None:
@@ -232,21 +245,20 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
     frozen.load_state_dict(teacher.state_dict())
     teacher_step = torch.compile(frozen) if cfg.compile else frozen   # as train.py's distillation runs it
     trainee_teacher = FusionEncoder(mcfg).to(device)
-    student_flops = flops["image"] + flops["text"] + flops["head"]
+    step_flops = training_flops(flops)
     variants = [
-        ("train teacher", trainee_teacher, None, 3 * flops["teacher"]),
-        ("train student, ground truth", DualEncoder(mcfg).to(device), None, 3 * student_flops),
+        ("train teacher", trainee_teacher, None, step_flops["teacher"]),
+        ("train student, ground truth", DualEncoder(mcfg).to(device), None, step_flops["ground truth"]),
         ("train student, soft labels", DualEncoder(mcfg).to(device),
-         DistillWeights(soft_label=1.0, attention=0.0), 3 * student_flops + flops["teacher"]),
-        ("train student, soft labels + attention", DualEncoder(mcfg).to(device),   # + the maps: the teacher's
-         DistillWeights(soft_label=1.0, attention=1.0),                            # forward, the student's 3x
-         3 * student_flops + flops["teacher"] + 4 * flops["cross_attention"]),
+         DistillWeights(soft_label=1.0, attention=0.0), step_flops["soft labels"]),
+        ("train student, soft labels + attention", DualEncoder(mcfg).to(device),
+         DistillWeights(soft_label=1.0, attention=1.0), step_flops["soft labels + attention"]),
     ]
     # the same ground-truth step, its batch drawn each time from the benchmark on the device (batches.TaskBatches)
     benchmark = TaskBatches(resident_split(mcfg, cfg, device), cfg.batch_size, 0, device, mcfg.image_size)
     variants.append(("train student, ground truth, benchmark batches", DualEncoder(mcfg).to(device), None,
-                     3 * student_flops))
-    for name, model, weights, step_flops in variants:
+                     step_flops["ground truth"]))
+    for name, model, weights, sample_flops in variants:
         optimizer = make_optimizer(model, tcfg, device)
         schedule = make_schedule(optimizer, tcfg, steps=cfg.warmup + cfg.repeats)   # the rate does not change a step's time
         stepper = torch.compile(model) if cfg.compile else model
@@ -255,7 +267,7 @@ def train_rows(cfg, mcfg, teacher, batch, device, measure, row, flops):
         def step():
             train_step(stepper, draw(), task, optimizer, schedule, tcfg, device, teacher=teacher_step, weights=weights)
         row(name, "teacher" if model is trainee_teacher else "student",
-            measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, step_flops, unit="samples")
+            measure(step, cfg.warmup, cfg.repeats), cfg.batch_size, sample_flops, unit="samples")
 
 
 def device_name(device) -> str:

@@ -57,6 +57,31 @@ def test_each_model_is_charged_its_own_head():
     assert flops["cross_attention"] == 2 * (6 * Nv * h + Nv * 6 * h)
 
 
+@pytest.mark.parametrize("step, weights", [("teacher", None), ("ground truth", None), ("soft labels", (1.0, 0.0)),
+                                           ("soft labels + attention", (1.0, 1.0))])
+def test_training_flops_match_torchs_flop_counter(step, weights):
+    """bench.training_flops against torch.utils.flop_counter over one train_step (forward, backward,
+    and the frozen teacher's forward in distillation), attention on its MATH kernel, which the counter
+    counts on a CPU."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    from train import TrainConfig
+    from trainer import make_optimizer, make_schedule, train_step
+    torch.manual_seed(0)
+    cfg, device, B, L = bench.model_config("tiny", vocab_size=50, num_answers=7), torch.device("cpu"), 4, 9
+    teacher, student = bench.FusionEncoder(cfg), bench.DualEncoder(cfg)
+    expected = bench.training_flops(bench.flops_per_sample(teacher, student, "entailment", L))[step]
+    trained = teacher if step == "teacher" else student
+    tcfg = TrainConfig(size="tiny", dtype="fp32")
+    optimizer = make_optimizer(trained, tcfg, device)
+    schedule = make_schedule(optimizer, tcfg, steps=2)
+    distill = bench.DistillWeights(*weights) if weights else None
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        train_step(trained, bench.random_batch(cfg, B, L, device), "entailment", optimizer, schedule, tcfg, device,
+                   teacher=bench.freeze(bench.FusionEncoder(cfg)) if distill else None, weights=distill)
+    assert counter.get_total_flops() / B == expected
+
+
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
                                         ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.0), ("NVIDIA H200 NVL", 835.0),
                                         ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10", 125.0), ("Tesla T4", None)])
@@ -74,3 +99,16 @@ def test_benchmark_batches_come_from_uint8_images_at_the_benchmarks_resolution()
     first, second = batches.next(), batches.next()
     assert first["images"].shape == (8, 1, 3, 384, 384) and first["text_ids"].shape == (8, 6)
     assert not torch.equal(first["text_ids"], second["text_ids"])   # a fresh batch every step
+
+
+def test_a_named_gpu_becomes_the_current_one(monkeypatch):
+    """bench.py's CUDA events record on the current device's stream: on --device cuda:1 without
+    set_device they would time an idle cuda:0 while the work ran on cuda:1."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert bench.resolve_device(bench.BenchConfig(device="cuda:1")) == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]
+    with pytest.raises(SystemExit, match="--device cuda:2: this machine has 2 GPU"):
+        bench.resolve_device(bench.BenchConfig(device="cuda:2"))
