@@ -22,6 +22,7 @@ never waits on data).
 
 import argparse
 import dataclasses
+import shlex
 import statistics
 import sys
 import time
@@ -323,15 +324,17 @@ def parse_args(argv=None) -> BenchConfig:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     rows, device, peak = run(cfg)
     table = markdown(rows, cfg, device, peak)
     print(table)
-    print(f"\ncommand: python {' '.join(sys.argv)}")
+    command = shlex.join(["python", "bench.py", *argv])   # the flags as given, quoted where a shell needs it
+    print(f"\ncommand: {command}")
     write_json(cfg.out, {"config": dataclasses.asdict(cfg), "device": device_name(device),
                          "dtype": "bf16" if uses_bf16(cfg, device) else "fp32", "peak_bf16_tflops": peak,
                          "torch": torch.__version__, "batch_size": cfg.batch_size, "text_len": cfg.text_len,
-                         "command": " ".join(sys.argv), "rows": rows})
+                         "command": command, "rows": rows})
     return rows
 
 
