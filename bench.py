@@ -43,8 +43,9 @@ from trainer import make_optimizer, make_schedule, train_step
 
 # Dense bf16 peak (TFLOP/s) of known GPUs, from their data sheets, to report utilisation. The first key
 # found in the device's name wins: the PCIe and NVL cards before the SXM ones that share their names.
+# None: a card whose name holds a known key but whose own figure is not known here (AWS's A10G).
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H100": 989.0, "H200": 989.0,
-                    "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+                    "A100": 312.0, "L40S": 362.0, "A10G": None, "A10": 125.0, "4090": 165.0}
 
 
 @dataclass
@@ -289,7 +290,7 @@ def markdown(rows, cfg, device, peak):
         speedup_text = f"{speedup:.1f}x" if speedup else "-"
         peak_text = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
         lines.append(f"| {r['row']} | {r['model']} | {r['ms']:.2f} | {r['throughput']:,.0f} {r['unit']}/s | "
-                     f"{speedup_text} | {r['gflops_per_sample']:.3f} | {r['tflops']:.2f} | {peak_text} |")
+                     f"{speedup_text} | {r['gflops_per_sample']:.3g} | {r['tflops']:.2f} | {peak_text} |")   # 3 digits, also for 0.0001
     ms = {r["row"]: r["ms"] for r in rows}
     if "train student, soft labels" in ms:
         ratio = ms["train student, soft labels + attention"] / ms["train student, soft labels"]
