@@ -52,7 +52,7 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H200 NVL": 835.0, "H
 class BenchConfig:
     size: str = "small"                # model size: tiny, mini, small, vilt-b32
     batch_size: int = 256              # pairs (or questions) per timed call
-    text_len: int = 16                 # tokens per text, [CLS] and [SEP] included (train.py pads to --max-text-len)
+    text_len: int = 16                 # tokens per text, [CLS] and [SEP] included (the benchmark's: 14 to 18)
     vocab_size: int = 128              # word vocabulary of the random models
     num_answers: int = 32              # VQA answers of the random models
     questions_per_image: int = 5       # the per-image regime's questions per image
