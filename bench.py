@@ -290,7 +290,7 @@ def markdown(rows, cfg, device, peak):
         speedup_text = f"{speedup:.1f}x" if speedup else "-"
         peak_text = f"{100 * r['peak_fraction']:.1f}" if r["peak_fraction"] else "-"
         lines.append(f"| {r['row']} | {r['model']} | {r['ms']:.2f} | {r['throughput']:,.0f} {r['unit']}/s | "
-                     f"{speedup_text} | {r['gflops_per_sample']:.3g} | {r['tflops']:.2f} | {peak_text} |")   # 3 digits, also for 0.0001
+                     f"{speedup_text} | {r['gflops_per_sample']:.3g} | {r['tflops']:.2f} | {peak_text} |")
     ms = {r["row"]: r["ms"] for r in rows}
     if "train student, soft labels" in ms:
         ratio = ms["train student, soft labels + attention"] / ms["train student, soft labels"]

@@ -23,7 +23,7 @@ def test_bench_runs_at_tiny_size_and_writes_json(tmp_path, capsys):
     assert written["rows"][0]["row"] == "scratch" and written["device"] == "CPU" and written["dtype"] == "fp32"
     assert written["batch_size"] == 16 and written["torch"] == torch.__version__ and written["peak_bf16_tflops"] is None
     assert written["command"] == f"python bench.py --size tiny --device cpu --batch-size 16 --repeats 2 --warmup 1 " \
-                                 f"--retrieval-images 8 --retrieval-texts 8 --out {out}"   # the flags given, not pytest's
+                                 f"--retrieval-images 8 --retrieval-texts 8 --out {out}"   # given, not pytest's
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -29,7 +29,7 @@ def test_cells_are_mean_and_sample_std_over_seeds_and_say_when_runs_are_missing(
     assert "| teacher | 72.0 ± 2.8 | - |" in table
     assert "| dual | 61.0 (n=1) | - |" in table
     assert "| F1 | 72.0 ± 2.8 | 61.0 (n=1) |" in table
-    assert "| teacher | 70.0 |" in report.results_table(results, ["vqa"], ["teacher"], [0])   # one seed asked: no spread
+    assert "| teacher | 70.0 |" in report.results_table(results, ["vqa"], ["teacher"], [0])   # one seed: no spread
 
 
 def test_the_program_merges_seeds_from_several_folders(tmp_path, capsys):
