@@ -123,11 +123,11 @@ def training_flops(flops) -> dict:
     gradients of the inputs and of the weights), except at the patch embedding, whose input (pixels)
     needs no gradient; distillation adds the frozen teacher's forward and the cross-modal maps
     (the teacher's once, the student's forward and backward)."""
-    student = flops["image"] + flops["text"] + flops["head"]
+    student_step = 3 * (flops["image"] + flops["text"] + flops["head"]) - flops["patch"]   # forward and backward
     return {"teacher": 3 * flops["teacher"] - flops["patch"],
-            "ground truth": 3 * student - flops["patch"],
-            "soft labels": 3 * student - flops["patch"] + flops["teacher"],
-            "soft labels + attention": 3 * student - flops["patch"] + flops["teacher"] + 4 * flops["cross_attention"]}
+            "ground truth": student_step,
+            "soft labels": student_step + flops["teacher"],
+            "soft labels + attention": student_step + flops["teacher"] + 4 * flops["cross_attention"]}
 
 
 def gpu_peak(name: str) -> float | None:

@@ -86,7 +86,8 @@ def test_training_flops_match_torchs_flop_counter(step, weights):
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
                                         ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.0), ("NVIDIA H200 NVL", 835.0),
-                                        ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10", 125.0), ("NVIDIA A10G", None), ("Tesla T4", None)])
+                                        ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10", 125.0), ("NVIDIA A10G", None),
+                                        ("Tesla T4", None)])
 def test_each_gpu_gets_its_own_data_sheet_peak(name, peak):
     """The PCIe and NVL cards are not read as the SXM ones whose names they contain; an unknown GPU has none."""
     assert bench.gpu_peak(name) == peak
